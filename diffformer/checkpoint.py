@@ -1,15 +1,9 @@
-"""Run folders and safetensors checkpoints (no pickle anywhere).
+"""Safetensors checkpoints: weights with their recipe, and the optimizer state that resume needs. No pickle.
 
-    RUN/recipe.yaml                  the resolved recipe
-    RUN/model.safetensors            latest weights; metadata: format, version, recipe, step, tokens
-    RUN/tokenizer.json               text runs
-    RUN/metrics.jsonl                one JSON object per logged step
-    RUN/summary.json                 written when training finishes
-    RUN/checkpoints/step-00000400/   model.safetensors + training_state.safetensors (optimizer, step)
-
-Every file is written to a temporary name, fsynced and renamed, and a checkpoint folder
-is complete before it is renamed into place, so a run killed at any moment leaves the
-previous checkpoint intact; leftovers of an interrupted write are ignored and removed.
+A checkpoint folder (RUN/checkpoints/step-N, see run_folder.py) holds the weights and
+training_state.safetensors (AdamW moments keyed by parameter name, and the step). It is
+complete before it is renamed into place, and RUN/model.safetensors is replaced only
+after that, so a run killed at any moment leaves the previous checkpoint intact.
 """
 
 import json
@@ -22,17 +16,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from diffformer import __version__
-from diffformer.atomic import TEMPORARY_PREFIX, fsync_directory, fsync_file, replace_durably, temporary_path
-from diffformer.errors import CheckpointError
+from diffformer.atomic import fsync_directory, fsync_file, replace_durably, temporary_path
+from diffformer.errors import CheckpointError, RecipeError
 from diffformer.model.config import ModelConfig
 from diffformer.model.transformer import Transformer
+from diffformer.run_folder import MODEL_FILE, STATE_FILE, TOKENIZER_FILE, RunFolder, locate
 
 FORMAT = "diffformer"
 FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
-STATE_FILE = "training_state.safetensors"
-CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -46,11 +37,37 @@ class TrainingProgress:
 
 @dataclass
 class LoadedModel:
+    """A trained model with what its checkpoint says about it; `path` is the model file."""
+
     model: Transformer
     recipe: dict
     step: int
     tokens_seen: int
     path: Path
+    folder: RunFolder
+
+    def data_config(self, overrides=()):
+        """The run's `data:` section with `--set data.*` overrides, validated.
+
+        A text run is read with exactly the tokenizer it was trained with (RUN/tokenizer.json),
+        never one rebuilt from the recipe's tokenizer spec, so token ids mean what they meant.
+        """
+        from diffformer.recipe import data_with_overrides
+
+        data = dict(self.recipe["data"])
+        if data.get("task") == "text":
+            if not self.folder.tokenizer_file.is_file():
+                raise CheckpointError(f"{self.path}: a text model's run folder must hold {TOKENIZER_FILE}")
+            data["tokenizer"] = {"kind": "file", "path": str(self.folder.tokenizer_file)}
+        return data_with_overrides(data, overrides, str(self.path))
+
+    def check_length(self, length: int) -> None:
+        """Learned positions stop at max_seq_len; rotary and no positions extrapolate (perhaps badly)."""
+        config = self.model.config
+        if config.position == "learned" and length > config.max_seq_len:
+            raise RecipeError(
+                f"length {length} is beyond this model's learned positions (max_seq_len {config.max_seq_len})"
+            )
 
 
 def _model_metadata(recipe: dict, progress: TrainingProgress) -> dict[str, str]:
@@ -79,9 +96,9 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Write checkpoints/step-N atomically, point RUN/model.safetensors at its weights, prune old ones."""
-    folder = run_dir / CHECKPOINTS
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step-{progress.step:08d}"
+    run = RunFolder(run_dir)
+    run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = run.checkpoint_dir(progress.step)
     temporary = temporary_path(final)
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
@@ -105,37 +122,13 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     replace_durably(temporary, final)
-    root_temporary = temporary_path(run_dir / MODEL_FILE)
+    root_temporary = temporary_path(run.model_file)
     shutil.copyfile(final / MODEL_FILE, root_temporary)
     fsync_file(root_temporary)
-    replace_durably(root_temporary, run_dir / MODEL_FILE)
-    for old in complete_checkpoints(run_dir)[:-keep]:
+    replace_durably(root_temporary, run.model_file)
+    for old in run.complete_checkpoints()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Finished checkpoint folders, oldest first (temporary leftovers are not listed)."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = [
-        p
-        for p in folder.iterdir()
-        if p.is_dir() and p.name.startswith("step-") and (p / MODEL_FILE).is_file() and (p / STATE_FILE).is_file()
-    ]
-    return sorted(found, key=lambda p: p.name)
-
-
-def remove_interrupted_writes(run_dir: Path) -> None:
-    """Delete what a killed write left behind (temporary files and folders)."""
-    for folder in (run_dir, run_dir / CHECKPOINTS):
-        if folder.is_dir():
-            for leftover in folder.glob(f"{TEMPORARY_PREFIX}*"):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
 
 
 def _parameter_names(model: torch.nn.Module) -> dict[int, str]:
@@ -179,14 +172,8 @@ def _read_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with safe_open(str(path), "pt") as file:
+        with safe_open(str(path), "pt") as file:  # refuses a file shorter than its header says
             metadata = file.metadata() or {}
-            for key in file.keys():  # touches every tensor's extent: catches truncation
-                file.get_slice(key)
-        size = path.stat().st_size
-        _check_extent(path, size)
-    except CheckpointError:
-        raise
     except Exception:
         raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file") from None
     if metadata.get("format") != FORMAT:
@@ -200,40 +187,11 @@ def _read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
-def _check_extent(path: Path, size: int) -> None:
-    """A safetensors file is an 8-byte header length, a JSON header, then data up to the last tensor's end."""
-    with open(path, "rb") as file:
-        header_length = int.from_bytes(file.read(8), "little")
-        header = json.loads(file.read(header_length))
-    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-    if size < 8 + header_length + end:
-        raise CheckpointError(f"checkpoint {path} is truncated ({size} bytes, expected {8 + header_length + end})")
-
-
-def resolve_model_file(path: Path) -> Path:
-    """A run folder's model.safetensors, or the given .safetensors file."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / MODEL_FILE
-        if not candidate.is_file():
-            raise CheckpointError(f"run folder {path} has no {MODEL_FILE} (has training written a checkpoint yet?)")
-        return candidate
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist (expected a run folder or a .safetensors file)")
-    return path
-
-
-def run_tokenizer_file(model_file: Path) -> Path | None:
-    """The tokenizer.json of the run a model file belongs to (beside it, or above checkpoints/step-N/)."""
-    folder = Path(model_file).parent
-    return next((p / TOKENIZER_FILE for p in (folder, *folder.parents[:2]) if (p / TOKENIZER_FILE).is_file()), None)
-
-
 def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model from a run folder or a .safetensors checkpoint, validating what it is."""
-    file = resolve_model_file(Path(path))
+    folder, file = locate(path)
     metadata = _read_metadata(file)
     recipe = json.loads(metadata["recipe"])
     model = Transformer(ModelConfig.model_validate(recipe["model"]))
     load_model(model, str(file), strict=True, device=str(device))
-    return LoadedModel(model.to(device), recipe, int(metadata["step"]), int(metadata["tokens_seen"]), file)
+    return LoadedModel(model.to(device), recipe, int(metadata["step"]), int(metadata["tokens_seen"]), file, folder)

@@ -1,18 +1,22 @@
 """The `diffformer` command: a thin layer that parses arguments, calls the library and renders results."""
 
-import json
 import sys
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from diffformer import __version__
-from diffformer.errors import DiffformerError
-from diffformer.reporting import render_comparison, render_eval_report, render_probe_report, render_train_result
-from diffformer.training.distributed import process_info
+from diffformer import __version__, strict_json
+from diffformer.errors import DiffformerError, RecipeError
+from diffformer.reporting import (
+    render_comparison,
+    render_eval_report,
+    render_probe_report,
+    render_train_result,
+)
 
 app = typer.Typer(
     name="diffformer",
@@ -26,10 +30,18 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 
-def fail(error: DiffformerError) -> None:
-    """One line on stderr, the error's exit code, no traceback."""
-    stderr.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(error.exit_code)
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A DiffformerError becomes one line on stderr and its exit code, never a traceback."""
+    try:
+        yield
+    except DiffformerError as error:
+        stderr.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def print_json(value) -> None:
+    stdout.print_json(strict_json.dumps(value))
 
 
 def _print_version(value: bool) -> None:
@@ -68,60 +80,30 @@ def train(
     Shows a progress bar, writes metrics.jsonl and safetensors checkpoints, and ends
     with a summary. Ctrl-C saves a checkpoint (exit 130); resume with --resume.
     """
-    from diffformer.recipe import load_recipe
-    from diffformer.training.loop import RECIPE_FILE
-    from diffformer.training.loop import train as run_training
+    from diffformer.launch import train_from_path
+    from diffformer.progress import ConsoleProgress, ConsoleSweep
+    from diffformer.training.distributed import process_info
 
     try:
-        if recipe.is_dir():
-            loaded = load_recipe(recipe / RECIPE_FILE, set_)
-            loaded = loaded.model_copy(update={"output": recipe})
-            resume = True
-        else:
-            loaded = load_recipe(recipe, set_)
-            if loaded.variants:
-                _train_variants(recipe, set_, only, as_json)
-                return
-        if only:
-            raise DiffformerError("--only selects variants, but this recipe has no variants")
-        result = run_training(loaded, resume=resume, console=stderr)
-    except DiffformerError as error:
-        fail(error)
+        with user_errors():
+            outcome = train_from_path(recipe, set_, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr))
     except KeyboardInterrupt:
         stderr.print("[bold red]error:[/bold red] interrupted twice; stopped without saving this step")
         raise typer.Exit(130) from None
     if not process_info().is_main:  # under torchrun, rank 0 reports
         return
-    if as_json:
-        stdout.print_json(json.dumps({**asdict(result), "run_dir": str(result.run_dir)}))
-        return
-    render_train_result(result, stdout)
-
-
-def _train_variants(recipe: Path, overrides: list[str], only: list[str], as_json: bool) -> None:
-    """Train every variant (skipping finished ones, resuming interrupted ones), then compare them."""
-    from diffformer.comparison import compare_runs, comparison_as_dict
-    from diffformer.recipe import expand_variants
-    from diffformer.training.loop import SUMMARY_FILE
-    from diffformer.training.loop import train as run_training
-
-    variants = expand_variants(recipe, overrides, only)
-    stderr.print(f"{len(variants)} variant(s) of {recipe}")
-    for assignment, variant in variants:
-        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
-        if (variant.run_dir / SUMMARY_FILE).is_file():
-            stderr.print(f"[green]✓[/green] {label}: finished already ({variant.run_dir})")
-            continue
-        started = variant.run_dir.is_dir() and any(variant.run_dir.iterdir())
-        stderr.print(f"{'resuming' if started else 'training'} {label} → {variant.run_dir}")
-        result = run_training(variant, resume=started, console=stderr)
-        stderr.print(f"[green]✓[/green] {label}: final loss {result.final_loss:.4f}")
-    if len(variants) > 1:
-        comparison = compare_runs([variant.run_dir for _, variant in variants])
+    if outcome.result is not None:
+        if outcome.result.already_finished:
+            stderr.print(f"{outcome.result.name} already finished at step {outcome.result.steps}; nothing to train")
         if as_json:
-            stdout.print_json(json.dumps(comparison_as_dict(comparison)))
+            print_json(outcome.result)
         else:
-            render_comparison(comparison, stdout)
+            render_train_result(outcome.result, stdout)
+    elif outcome.comparison is not None:
+        if as_json:
+            print_json(outcome.comparison)
+        else:
+            render_comparison(outcome.comparison, stdout)
 
 
 @app.command("eval")
@@ -131,9 +113,11 @@ def eval_(
         list[str],
         typer.Option("--set", help="Evaluate on other data: --set data.seq_len=512 --set data.task=needle ..."),
     ] = [],
-    batches: Annotated[int | None, typer.Option(help="Held-out batches (default: the recipe's eval.batches).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per batch.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Data seed (default: the run's).")] = None,
+    batches: Annotated[
+        int | None, typer.Option(min=1, help="Held-out batches (default: the recipe's eval.batches).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Sequences per batch.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Data seed (default: the run's).")] = None,
     split: Annotated[str, typer.Option(help="val (held out) or train.")] = "val",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -141,16 +125,14 @@ def eval_(
     """Held-out loss, accuracy and exact match (text: perplexity, bits per byte), each with its standard error."""
     from diffformer.evaluation import evaluate_checkpoint
 
-    if split not in ("val", "train"):
-        fail(DiffformerError(f"--split must be val or train (got {split!r})"))
-    try:
+    with user_errors():
+        if split not in ("val", "train"):
+            raise RecipeError(f"--split must be val or train (got {split!r})")
         report = evaluate_checkpoint(checkpoint, set_, batches, batch_size, seed, split, device)
-    except DiffformerError as error:
-        fail(error)
     if as_json:
-        stdout.print_json(json.dumps(asdict(report)))
-        return
-    render_eval_report(report, stdout)
+        print_json(report)
+    else:
+        render_eval_report(report, stdout)
 
 
 def _numbers(text: str | None, kind: type, option: str) -> list | None:
@@ -159,7 +141,7 @@ def _numbers(text: str | None, kind: type, option: str) -> list | None:
     try:
         return [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        fail(DiffformerError(f"{option} expects comma-separated numbers, e.g. 128,256,512 (got {text!r})"))
+        raise RecipeError(f"{option} expects comma-separated numbers, e.g. 128,256,512 (got {text!r})") from None
 
 
 @app.command()
@@ -179,7 +161,7 @@ def probe(
     samples: Annotated[int, typer.Option(min=1, help="Prompts per grid cell.")] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
     seed: Annotated[
-        int, typer.Option(help="Prompt seed: the same seed gives every checkpoint the same prompts.")
+        int, typer.Option(min=0, help="Prompt seed: the same seed gives every checkpoint the same prompts.")
     ] = 1234,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for probe.json and PNGs (default RUN/probes).")
@@ -188,33 +170,26 @@ def probe(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Long-context retrieval (accuracy over context length × needle depth) and where attention goes."""
-    from diffformer.checkpoint import resolve_model_file
-    from diffformer.probes.runner import DEFAULT_PROBES, ProbeSettings, report_as_dict, run_probes
+    from diffformer.probes.runner import DEFAULT_PROBES, ProbeSettings, default_output_dir, run_probes
 
-    settings = ProbeSettings(
-        probes=probe_names or DEFAULT_PROBES,
-        lengths=_numbers(lengths, int, "--lengths"),
-        depths=_numbers(depths, float, "--depths"),
-        variants=variant or None,
-        samples=samples,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-    )
-    if any(not 0 <= d <= 1 for d in settings.depths):
-        fail(DiffformerError(f"--depths must lie in [0, 1] (got {depths})"))
-    try:
-        if output is None:
-            file = resolve_model_file(checkpoint)
-            output = (checkpoint if checkpoint.is_dir() else file.parent) / "probes"
+    with user_errors():
+        settings = ProbeSettings(
+            probes=probe_names or DEFAULT_PROBES,
+            lengths=_numbers(lengths, int, "--lengths"),
+            depths=_numbers(depths, float, "--depths"),
+            variants=variant or None,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+        )
+        settings.check()
         with stderr.status("Probing…"):
-            report = run_probes(checkpoint, settings, output)
-    except DiffformerError as error:
-        fail(error)
+            report = run_probes(checkpoint, settings, output or default_output_dir(checkpoint))
     if as_json:
-        stdout.print_json(json.dumps(report_as_dict(report)))
-        return
-    render_probe_report(report, stdout)
+        print_json(report.to_dict())
+    else:
+        render_probe_report(report, stdout)
 
 
 @app.command()
@@ -224,8 +199,8 @@ def compare(
         bool, typer.Option("--probe", help="(Re)run the default probes on identical prompts for every input first.")
     ] = False,
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Folder for the curves PNG and comparison.json.")
-    ] = Path("comparisons"),
+        Path | None, typer.Option("--output", "-o", help="Folder for the curves PNG and comparison.json.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Compare runs side by side: recipe differences, budget, losses, eval metrics and probe summaries.
@@ -233,31 +208,17 @@ def compare(
     Differences within the measurement's uncertainty (or the seed spread of runs that
     differ only in seed) are marked "within noise"; metrics on different data are not compared.
     """
-    from diffformer.comparison import compare_records, comparison_as_dict, curves_plot, load_runs
-    from diffformer.probes.runner import ProbeSettings, run_probes
+    from diffformer.comparison import DEFAULT_OUTPUT, compare_runs
 
-    try:
-        records = load_runs(runs)  # rejects a single or unreadable input before any probing
-        if probe:
-            for run in runs:
-                with stderr.status(f"Probing {run}…"):
-                    run_probes(run, ProbeSettings(), (run if run.is_dir() else run.parent) / "probes")
-            records = load_runs(runs)  # now with the fresh probe results
-        comparison = compare_records(records)
-    except DiffformerError as error:
-        fail(error)
-    output.mkdir(parents=True, exist_ok=True)
-    curves_plot(
-        records,
-        comparison.columns if len(comparison.columns) == len(records) else [str(r) for r in runs],
-        output / "curves.png",
-    )
-    (output / "comparison.json").write_text(json.dumps(comparison_as_dict(comparison), indent=2) + "\n")
+    with user_errors():
+        comparison, files = compare_runs(
+            runs, probe, output or DEFAULT_OUTPUT, on_probe=lambda run: stderr.print(f"Probing {run}…")
+        )
     if as_json:
-        stdout.print_json(json.dumps(comparison_as_dict(comparison)))
+        print_json(comparison)
         return
     render_comparison(comparison, stdout)
-    stdout.print(f"wrote {output / 'curves.png'}, {output / 'comparison.json'}")
+    stdout.print("wrote " + ", ".join(str(f) for f in files))
 
 
 @app.command()
@@ -265,6 +226,8 @@ def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of the recipe format (for editors' YAML validation)."""
+    import json
+
     from diffformer.recipe import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2)

@@ -23,3 +23,9 @@ class TrainingDiverged(DiffformerError):
     """The loss became non-finite; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+def first_line(error: Exception) -> str:
+    """The first line of a third-party exception's message, for a one-line error of our own."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -3,12 +3,15 @@
 from rich.console import Console
 from rich.table import Table
 
+from diffformer.probes.results import AttentionSummary, LayerOutliers, ProbeReport, RetrievalGrid
+from diffformer.training.trainer import TrainResult
+
 SHORT_NAMES = {
     "needle_mass": "needle",
     "noise": "noise",
     "entropy": "entropy",
     "head_diversity": "diversity",
-    "lambda": "λ",
+    "lambda_value": "λ",
     "a1_a2_cosine": "A1·A2 cos",
     "a1_a2_js": "A1/A2 JS",
     "negative_share": "neg share",
@@ -19,68 +22,80 @@ def _fraction(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def render_probe_report(report, console: Console) -> None:
-    for variant, grid in report.results.get("retrieval", {}).items():
-        table = Table(title=f"Retrieval ({variant}) · exact match · {report.attention_kind} · step {report.step}")
-        table.add_column("length \\ depth", justify="right")
-        for depth in grid["depths"]:
-            table.add_column(f"{depth:.0%}", justify="right")
-        table.add_column("n/cell", justify="right")
-        ranks = grid.get("mean_rank") or [[None] * len(grid["depths"])] * len(grid["lengths"])
-        for length, row, rank_row, counts in zip(grid["lengths"], grid["accuracy"], ranks, grid["samples"]):
-            cells = [_fraction(a) + ("" if r is None else f" r{r:.1f}") for a, r in zip(row, rank_row)]
-            table.add_row(str(length), *cells, str(max(counts)))
-        if "mean_rank" in grid:
-            table.title += f" · rN = mean rank of the truth among {grid['candidates']} numbers"
-        effective = grid["effective_length"]
-        table.caption = (
-            f"effective length (mean accuracy ≥ {grid['threshold']:.1%} at every length up to it): "
-            f"{effective if effective is not None else 'none'}"
-        )
-        console.print(table)
-    attention = report.results.get("attention")
-    if attention and attention.get("layers"):
-        layers = attention["layers"]
-        columns = [name for name in next(iter(layers.values())) if name != "key_coverage"]
-        table = Table(title="Attention at the answer position (per layer, mean over heads and prompts)")
-        table.add_column("layer", justify="right")
-        for name in columns:
-            table.add_column(SHORT_NAMES.get(name, name), justify="right")
-        table.add_column("coverage", justify="right")
-        table.caption = (
-            "needle/noise: mass on the evidence / on the rest of the context; entropy normalised to [0, 1]; "
-            "diversity: mean pairwise JS between heads; coverage: min r̃ / share of keys with r̃ < 0.1 / "
-            "largest share (sink)"
-        )
-        for layer, values in layers.items():
-            coverage = values.get("key_coverage")
-            cover = (
-                f"{coverage['min']:.2f}/{coverage['below_0.1']:.0%}/{coverage['largest_share']:.2f}"
-                if coverage
-                else "–"
-            )
-            table.add_row(str(layer), *[f"{values[name]:.2f}" for name in columns], cover)
-        if "average" in attention:
-            table.add_row("mean", *[f"{attention['average'][name]:.2f}" for name in columns], "", style="bold")
-        console.print(table)
-    outliers = report.results.get("outliers")
-    if outliers:
-        layers = outliers["layers"]
-        columns = list(next(iter(layers.values())))
-        table = Table(title="Outliers: |attention logit| and |hidden state| per layer")
-        table.add_column("layer", justify="right")
-        for name in columns:
-            table.add_column(name.replace("_", " "), justify="right")
-        for layer, values in layers.items():
-            table.add_row(str(layer), *[f"{values[name]:.2f}" for name in columns])
-        console.print(table)
+def render_probe_report(report: ProbeReport, console: Console) -> None:
+    for variant, grid in report.retrieval.items():
+        _render_grid(variant, grid, report, console)
+    if report.attention is not None and report.attention.layers:
+        _render_attention(report.attention, console)
+    if report.outliers:
+        _render_outliers(report.outliers, console)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if report.files:
         console.print("wrote " + ", ".join(report.files))
 
 
-def render_train_result(result, console: Console) -> None:
+def _render_grid(variant: str, grid: RetrievalGrid, report: ProbeReport, console: Console) -> None:
+    table = Table(title=f"Retrieval ({variant}) · exact match · {report.attention_kind} · step {report.step}")
+    table.add_column("length \\ depth", justify="right")
+    for depth in grid.depths:
+        table.add_column(f"{depth:.0%}", justify="right")
+    table.add_column("n/cell", justify="right")
+    ranks = grid.mean_rank or [[None] * len(grid.depths)] * len(grid.lengths)
+    for length, row, rank_row, counts in zip(grid.lengths, grid.accuracy, ranks, grid.samples):
+        cells = [_fraction(a) + ("" if r is None else f" r{r:.1f}") for a, r in zip(row, rank_row)]
+        table.add_row(str(length), *cells, str(max(counts)))
+    if grid.mean_rank:
+        table.title += f" · rN = mean rank of the truth among {grid.candidates} numbers"
+    effective = grid.effective_length
+    table.caption = (
+        f"effective length (mean accuracy ≥ {grid.threshold:.1%} at every length up to it): "
+        f"{effective if effective is not None else 'none'}"
+    )
+    console.print(table)
+
+
+def _render_attention(attention: AttentionSummary, console: Console) -> None:
+    measured = [layer.measured() for layer in attention.layers.values()]
+    columns = [name for name in SHORT_NAMES if any(name in m for m in measured)]
+    table = Table(title="Attention at the answer position (per layer, mean over heads and prompts)")
+    table.add_column("layer", justify="right")
+    for name in columns:
+        table.add_column(SHORT_NAMES[name], justify="right")
+    table.add_column("coverage", justify="right")
+    table.caption = (
+        "needle/noise: mass on the evidence / on the rest of the context; entropy normalised to [0, 1]; "
+        "diversity: mean pairwise JS between heads; coverage: min r̃ / share of keys with r̃ < 0.1 / "
+        "largest share (sink)"
+    )
+    for layer, values in attention.layers.items():
+        coverage = values.key_coverage
+        cover = (
+            f"{coverage.min:.2f}/{coverage.below_0_1:.0%}/{coverage.largest_share:.2f}" if coverage is not None else "–"
+        )
+        table.add_row(str(layer), *[_fraction(getattr(values, name)) for name in columns], cover)
+    if attention.average is not None:
+        table.add_row("mean", *[_fraction(getattr(attention.average, name)) for name in columns], "", style="bold")
+    console.print(table)
+
+
+def _render_outliers(outliers: dict[int, LayerOutliers], console: Console) -> None:
+    maps = list(next(iter(outliers.values())).logits)
+    table = Table(title="Outliers: |attention logit| and |hidden state| per layer")
+    table.add_column("layer", justify="right")
+    for name in maps:
+        suffix = name.removeprefix("logits")
+        table.add_column(f"logit{suffix} top1", justify="right")
+        table.add_column(f"logit{suffix} median", justify="right")
+    table.add_column("hidden top1", justify="right")
+    table.add_column("hidden median", justify="right")
+    for layer, values in outliers.items():
+        logits = [f"{x:.2f}" for name in maps for x in (values.logits[name].top1, values.logits[name].median)]
+        table.add_row(str(layer), *logits, f"{values.hidden_top1:.2f}", f"{values.hidden_median:.2f}")
+    console.print(table)
+
+
+def render_train_result(result: TrainResult, console: Console) -> None:
     table = Table(title=f"Trained {result.name}", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")

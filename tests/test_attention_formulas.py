@@ -47,9 +47,9 @@ def test_captured_maps_equal_plain_maps(variant):
             if model.config.attention.kind == "differential":
                 a1, a2 = head_maps
                 lam = plain.differential_lambda(attention)
-                torch.testing.assert_close(maps.components["A1"][b, h].double(), a1[rows], atol=1e-5, rtol=1e-4)
-                torch.testing.assert_close(maps.components["A2"][b, h].double(), a2[rows], atol=1e-5, rtol=1e-4)
-                torch.testing.assert_close(maps.components["lambda"].double(), lam, atol=1e-6, rtol=1e-5)
+                torch.testing.assert_close(maps.differential.a1[b, h].double(), a1[rows], atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(maps.differential.a2[b, h].double(), a2[rows], atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(maps.differential.lam.double(), lam, atol=1e-6, rtol=1e-5)
                 expected = a1[rows] - lam * a2[rows]
             else:
                 expected = head_maps[rows]

@@ -50,8 +50,8 @@ def test_uniform_causal_attention_covers_every_key_exactly_at_the_baseline():
     length = 6
     uniform = torch.tril(torch.ones(length, length)) / torch.arange(1, length + 1)[:, None]
     coverage = key_coverage(uniform)
-    assert coverage["min"] == pytest.approx(1.0)
-    assert coverage["below_0.1"] == 0.0
+    assert coverage.min == pytest.approx(1.0)
+    assert coverage.below_0_1 == 0.0
     assert causal_uniform_baseline(3).tolist() == pytest.approx([1 + 1 / 2 + 1 / 3, 1 / 2 + 1 / 3, 1 / 3])
 
 
@@ -60,6 +60,6 @@ def test_a_sink_explains_every_other_key_away():
     sink = torch.zeros(length, length)
     sink[:, 0] = 1.0  # every query attends only to the first token
     coverage = key_coverage(sink)
-    assert coverage["min"] == 0.0
-    assert coverage["below_0.01"] == pytest.approx(0.9)
-    assert coverage["largest_share"] == pytest.approx(1.0)
+    assert coverage.min == 0.0
+    assert coverage.below_0_01 == pytest.approx(0.9)
+    assert coverage.largest_share == pytest.approx(1.0)

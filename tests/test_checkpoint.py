@@ -9,13 +9,13 @@ from safetensors.torch import load_file, save_file
 from diffformer import ModelConfig, Transformer
 from diffformer.checkpoint import (
     TrainingProgress,
-    complete_checkpoints,
     load_trained_model,
     restore_training,
     save_checkpoint,
 )
 from diffformer.errors import CheckpointError
 from diffformer.recipe import TrainConfig
+from diffformer.run_folder import RunFolder
 from diffformer.training.optimizer import build_optimizer
 
 CONFIG = {
@@ -54,7 +54,7 @@ def test_weights_and_optimizer_state_round_trip(tmp_path):
     assert loaded.model.lm_head.weight is loaded.model.embed.weight, "the tie survives saving"
     fresh = Transformer(ModelConfig(**CONFIG))
     fresh_optimizer = build_optimizer(fresh, TrainConfig())
-    progress = restore_training(complete_checkpoints(tmp_path)[-1], fresh, fresh_optimizer)
+    progress = restore_training(RunFolder(tmp_path).complete_checkpoints()[-1], fresh, fresh_optimizer)
     assert progress == TrainingProgress(2, 200, 1.5)
     for p_old, p_new in zip(model.parameters(), fresh.parameters()):
         old, new = optimizer.state[p_old], fresh_optimizer.state[p_new]
@@ -65,7 +65,7 @@ def test_weights_and_optimizer_state_round_trip(tmp_path):
 def test_only_the_latest_checkpoints_are_kept(tmp_path):
     for step in (1, 2, 3, 4):
         _save(tmp_path, step=step, keep=2)
-    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000003", "step-00000004"]
+    assert [p.name for p in RunFolder(tmp_path).complete_checkpoints()] == ["step-00000003", "step-00000004"]
     assert load_trained_model(tmp_path).step == 4
 
 

@@ -1,15 +1,18 @@
 """Synthetic tasks and text data: structure, determinism, depth placement, the token cache."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from diffformer import ModelConfig, Transformer
 from diffformer.data import IGNORE, prepare_data
 from diffformer.data.synthetic import NEEDLE_MARK, QUERY_MARK, CopyTask, MqarTask, NeedleTask
-from diffformer.data.text import HEADER, TextTask
+from diffformer.data.text import TextTask
+from diffformer.data.token_cache import HEADER
 from diffformer.errors import DataError
 
 
@@ -116,30 +119,30 @@ def test_local_text_files_tokenize_into_train_and_validation(kind, tmp_path):
         seq_len=16,
         val_fraction=0.1,
     )
-    data = prepare_data(config, tmp_path, tmp_path / "cache")
+    data = prepare_data(config, tmp_path / "cache")
     assert data.vocab_size == 300
     assert len(data.train_tokens) > 8 * len(data.val_tokens) > 0
     batch = data.batch(0, "train", 0, 3)
     assert batch.inputs.shape == (3, 16) and torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
     assert "attention" in data.tokenizer.decode(data.val_tokens[:60].tolist())
-    assert 1.5 < data.bytes_per_token < 8
+    assert 1.5 < data.bytes_per_token("train") < 8
 
 
 def test_token_cache_is_reused_and_rebuilt_when_stale_or_corrupt(tmp_path):
     corpus = _write_corpus(tmp_path / "corpus.txt", "txt")
     cache = tmp_path / "cache"
     config = TextTask(task="text", path=corpus, tokenizer={"kind": "byte"}, seq_len=16)
-    first_tokens = np.array(prepare_data(config, tmp_path, cache).train_tokens)  # a copy, not the mapping
+    first_tokens = np.array(prepare_data(config, cache).train_tokens)  # a copy, not the mapping
     (token_file,) = (cache / "tokens").glob("*.bin")
     stamp = token_file.stat().st_mtime_ns
-    prepare_data(config, tmp_path, cache)
+    prepare_data(config, cache)
     assert token_file.stat().st_mtime_ns == stamp, "a valid cache is not rewritten"
     with open(token_file, "r+b") as file:  # corrupt: cut the token data short
         file.truncate(HEADER.size + 10)
-    rebuilt = prepare_data(config, tmp_path, cache)
+    rebuilt = prepare_data(config, cache)
     assert np.array_equal(np.asarray(rebuilt.train_tokens), first_tokens)
     other = TextTask(task="text", path=corpus, tokenizer={"kind": "bpe", "vocab_size": 280}, seq_len=16)
-    prepare_data(other, tmp_path, cache)
+    prepare_data(other, cache)
     assert len(list((cache / "tokens").glob("*.bin"))) == 2, "another tokenizer gets its own cache file"
 
 
@@ -147,13 +150,11 @@ def test_existing_tokenizer_file_is_used(tmp_path):
     corpus = _write_corpus(tmp_path / "corpus.txt", "txt")
     trained = prepare_data(
         TextTask(task="text", path=corpus, tokenizer={"kind": "bpe", "vocab_size": 290}, seq_len=16),
-        tmp_path,
         tmp_path / "cache",
     )
     (tmp_path / "tok.json").write_text(trained.tokenizer.to_str())
     reused = prepare_data(
-        TextTask(task="text", path=corpus, tokenizer={"kind": "file", "path": "tok.json"}, seq_len=16),
-        tmp_path,
+        TextTask(task="text", path=corpus, tokenizer={"kind": "file", "path": tmp_path / "tok.json"}, seq_len=16),
         tmp_path / "cache",
     )
     assert reused.vocab_size == 290
@@ -170,21 +171,45 @@ def test_existing_tokenizer_file_is_used(tmp_path):
 )
 def test_unusable_text_data_is_a_clear_error(setup, message, tmp_path):
     setup(tmp_path)
-    tokenizer = {"kind": "file", "path": "tok.json"} if (tmp_path / "tok.json").exists() else {"kind": "byte"}
+    tokenizer = (
+        {"kind": "file", "path": tmp_path / "tok.json"} if (tmp_path / "tok.json").exists() else {"kind": "byte"}
+    )
     if not (tmp_path / "empty.txt").exists():
         (tmp_path / "empty.txt").write_text("some text\n" * 50)
-    config = TextTask(task="text", path=Path("empty.txt"), tokenizer=tokenizer, seq_len=64)
+    config = TextTask(task="text", path=tmp_path / "empty.txt", tokenizer=tokenizer, seq_len=64)
     with pytest.raises(DataError, match=message):
-        prepare_data(config, tmp_path, tmp_path / "cache")
+        prepare_data(config, tmp_path / "cache")
 
 
 def test_unavailable_hub_dataset_names_the_dataset(tmp_path):
     config = TextTask(task="text", dataset="no-such-org/no-such-dataset", seq_len=16)
     with pytest.raises(DataError, match="dataset 'no-such-org/no-such-dataset'"):
-        prepare_data(config, tmp_path, tmp_path / "cache")
+        prepare_data(config, tmp_path / "cache")
 
 
 def test_pydoc_corpus_is_available_offline(tmp_path):
     config = TextTask(task="text", builtin="pydoc_topics", tokenizer={"kind": "byte"}, seq_len=64)
-    data = prepare_data(config, tmp_path, tmp_path / "cache")
+    data = prepare_data(config, tmp_path / "cache")
     assert data.vocab_size == 256 and len(data.train_tokens) > 100_000
+
+
+def test_bits_per_byte_of_a_split_uses_that_splits_own_bytes_per_token(tmp_path):
+    """Validation text that tokenizes very differently from training text gets its own bytes per token."""
+    from diffformer.metrics import evaluate
+
+    corpus = tmp_path / "corpus.jsonl"
+    prose = [{"text": f"Attention is all that sentence {i} needs to say about tokens."} for i in range(180)]
+    digits = [{"text": " ".join(str(1000 + (i * 7919 + j) % 9000) for j in range(20))} for i in range(20)]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in prose + digits))
+    config = TextTask(
+        task="text", path=corpus, tokenizer={"kind": "bpe", "vocab_size": 300}, seq_len=16, val_fraction=0.1
+    )
+    data = prepare_data(config, tmp_path / "cache")
+    val_texts = [row["text"] for row in digits]
+    val_tokens = sum(len(data.tokenizer.encode(text).ids) + 1 for text in val_texts)  # + <|endoftext|>
+    val_bytes = sum(len(text.encode()) for text in val_texts)
+    assert data.bytes_per_token("val") == pytest.approx(val_bytes / val_tokens)
+    assert abs(data.bytes_per_token("val") - data.bytes_per_token("train")) > 0.3, "the splits really differ"
+    model = Transformer(ModelConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2))
+    metrics = evaluate(model, data, 0, 2, 4, torch.device("cpu"), split="val")
+    assert metrics["bits_per_byte"] == pytest.approx(metrics["loss"] / math.log(2) / data.bytes_per_token("val"))

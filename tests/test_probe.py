@@ -93,30 +93,33 @@ def test_probe_cli_end_to_end(trained, tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    grid = report["results"]["retrieval"]["mqar"]
+    grid = report["retrieval"]["mqar"]
     assert grid["lengths"] == [16, 24, 48] and grid["depths"] == [0.0, 0.5, 1.0]
     assert [len(row) for row in grid["accuracy"]] == [3, 3, 3]
     assert all(n == 6 for row in grid["samples"] for n in row)
-    layers = report["results"]["attention"]["layers"]
+    layers = report["attention"]["layers"]
     assert set(layers) == {"0", "1"}
     assert {
         "needle_mass",
         "noise",
         "entropy",
         "head_diversity",
-        "lambda",
+        "lambda_value",
         "a1_a2_cosine",
         "negative_share",
         "key_coverage",
     } <= set(layers["0"])
-    assert set(report["results"]["outliers"]["layers"]["1"]) >= {"logit1_top1", "logit2_median", "hidden_top1"}
+    layer_outliers = report["outliers"]["1"]
+    assert set(layer_outliers["logits"]) == {"logits1", "logits2"}
+    assert layer_outliers["logits"]["logits1"]["top1"] >= layer_outliers["logits"]["logits1"]["median"] > 0
+    assert layer_outliers["hidden_top1"] >= layer_outliers["hidden_median"] > 0
     assert {p.name for p in out.iterdir()} == {"probe.json", "retrieval_mqar.png", "attention.png"}
 
 
 def test_same_seed_gives_every_checkpoint_the_same_prompts_and_results(trained):
     settings = ProbeSettings(probes=["retrieval"], lengths=[24], depths=[0.5], samples=4, batch_size=4)
-    first = run_probes(trained, settings).results
-    again = run_probes(trained, settings).results
+    first = run_probes(trained, settings).to_dict()
+    again = run_probes(trained, settings).to_dict()
     assert first == again
 
 

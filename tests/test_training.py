@@ -14,9 +14,10 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from diffformer.checkpoint import complete_checkpoints, load_trained_model
+from diffformer.checkpoint import load_trained_model
 from diffformer.cli import app
 from diffformer.recipe import TrainConfig
+from diffformer.run_folder import RunFolder
 from diffformer.training.optimizer import learning_rate, parameter_groups
 
 runner = CliRunner()
@@ -97,7 +98,7 @@ def _recipe(tmp_path, name, steps=24, **train):
 
 def _wait_for_first_checkpoint(run_dir, timeout=120):
     deadline = time.time() + timeout
-    while not complete_checkpoints(run_dir) and time.time() < deadline:
+    while not RunFolder(run_dir).complete_checkpoints() and time.time() < deadline:
         time.sleep(0.02)
 
 
@@ -141,7 +142,7 @@ def test_run_folder_holds_everything_a_run_needs(uninterrupted):
     assert [m["step"] for m in metrics] == list(range(1, 25))
     assert {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec"} <= set(metrics[0])
     assert "eval_accuracy" in metrics[5] and "eval_exact_match" in metrics[5]
-    assert [p.name for p in complete_checkpoints(run)] == ["step-00000021", "step-00000024"]
+    assert [p.name for p in RunFolder(run).complete_checkpoints()] == ["step-00000021", "step-00000024"]
     loaded = load_trained_model(run)
     assert loaded.step == 24 and loaded.tokens_seen == metrics[-1]["tokens"]
     assert 24 * 8 * 24 < loaded.tokens_seen < 24 * 8 * 32, "8 sequences of 24 or 32 tokens per step"
@@ -198,7 +199,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(uninterrupted, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import diffformer.training.loop as loop
+    import diffformer.training.trainer as loop
 
     calls = {"n": 0}
     real_loss = loop.scored_loss

@@ -21,6 +21,9 @@ class TaskData(Protocol):
 
     def batch(self, seed: int, split: str, index: int, batch_size: int) -> Batch: ...
 
+    def bytes_per_token(self, split: str) -> float | None:
+        """Text: UTF-8 bytes per token of `split` (for bits per byte); synthetic tasks: None."""
+
 
 class SyntheticData:
     """A synthetic task's config, seen as data (nothing to prepare)."""
@@ -34,16 +37,22 @@ class SyntheticData:
     def batch(self, seed: int, split: str, index: int, batch_size: int) -> Batch:
         return self.task.batch(seed, split, index, batch_size)
 
+    def bytes_per_token(self, split: str) -> None:
+        return None
+
 
 def default_cache_dir() -> Path:
     """Where tokenized text is cached: $DIFFFORMER_CACHE, else ~/.cache/diffformer."""
     return Path(os.environ.get("DIFFFORMER_CACHE", Path.home() / ".cache" / "diffformer"))
 
 
-def prepare_data(config: DataConfig, base_dir: Path, cache_dir: Path) -> TaskData:
-    """Make the data ready to draw batches from (tokenizing text once into the cache)."""
+def prepare_data(config: DataConfig, cache_dir: Path | None = None) -> TaskData:
+    """Make the data ready to draw batches from (tokenizing text once into the cache).
+
+    Paths in `config` are used as they are: recipes resolve them against the recipe file.
+    """
     if isinstance(config, TextTask):
-        return config.prepare(base_dir, cache_dir)
+        return config.prepare(cache_dir or default_cache_dir())
     return SyntheticData(config)
 
 

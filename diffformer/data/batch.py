@@ -24,8 +24,14 @@ class Batch:
     evidence: torch.Tensor | None = None
     question_start: torch.Tensor | None = None
 
-    def to(self, device: torch.device) -> "Batch":
-        return dataclasses.replace(self, inputs=self.inputs.to(device), targets=self.targets.to(device))
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with every tensor (annotations included) on `device`."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
+        return dataclasses.replace(self, **moved)
 
 
 def batch_from_arrays(inputs: np.ndarray, targets: np.ndarray, **annotations: np.ndarray | None) -> Batch:

@@ -9,16 +9,32 @@ Usage::
 
 Every attention module has a `recorder` attribute that is None outside this context,
 so an ordinary forward pass pays one attribute check and never builds a T×T map.
-Inside it, each kind computes its explicit maps only at the requested query
-positions, so long contexts can be probed without T×T memory per layer.
+Inside it, each kind's pure map function (`Attention.record_maps`) computes the
+explicit maps only at the requested query positions, so long contexts can be probed
+without T×T memory per layer.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass
+class DifferentialParts:
+    """The two softmax maps of a differential head and the λ that subtracts them.
+
+    a1, a2: (B, heads, P, T); lam: () for V1 (one λ per layer), (B, heads, P) for V2 (per token).
+    """
+
+    a1: torch.Tensor
+    a2: torch.Tensor
+    lam: torch.Tensor
+
+    def detached(self) -> "DifferentialParts":
+        return DifferentialParts(self.a1.detach().float(), self.a2.detach().float(), self.lam.detach().float())
 
 
 @dataclass
@@ -27,17 +43,17 @@ class AttentionMaps:
 
     weights: (B, heads, P, T) the effective attention each head applies to the
         values. Rows sum to 1 for vanilla and doubly normalized attention; for
-        differential V1 it is A1 − λ·A2 (rows sum to 1 − λ, entries may be negative).
+        differential it is A1 − λ·A2 (rows sum to 1 − λ, entries may be negative).
     logits: name -> (B, maps, P, T) scaled q·k/√d_head before normalisation, −inf
         on future keys ("logits" for one map; "logits1"/"logits2" for differential).
-    components: kind-specific pieces, e.g. "A1", "A2" (B, heads, P, T) and "lambda".
     query_positions: (P,) the query positions (non-negative) the rows belong to.
+    differential: A1, A2 and λ for the differential kinds, else None.
     """
 
     weights: torch.Tensor
     logits: dict[str, torch.Tensor]
     query_positions: torch.Tensor
-    components: dict[str, torch.Tensor] = field(default_factory=dict)
+    differential: DifferentialParts | None = None
 
 
 class AttentionCapture:
@@ -62,7 +78,7 @@ class AttentionCapture:
             weights=maps.weights.detach().float(),
             logits={name: t.detach().float() for name, t in maps.logits.items()},
             query_positions=maps.query_positions.detach(),
-            components={name: t.detach().float() for name, t in maps.components.items()},
+            differential=None if maps.differential is None else maps.differential.detached(),
         )
 
 

@@ -68,8 +68,9 @@ class Transformer(nn.Module):
 
     def _initialise(self) -> None:
         """Normal weights; projections into the residual stream get an extra 1/√(2·n_layers) so the
-        stream's variance does not grow with depth (GPT-2). Kind-specific parameters (λ vectors,
-        sinks, norms) keep the initialisation their module gave them.
+        stream's variance does not grow with depth (GPT-2). Each attention kind initialises its own
+        layer (`Attention.initialise`), so its special parameters (λ vectors, sinks, gates) keep
+        the initialisation the kind chose.
 
         Default scale: 1/√(3·fan_in) for matrices and 1 for embeddings (a tied embedding starts
         at 1/√d_model so that initial logits stay O(1)). GPT-2's fixed 0.02 is this rule at
@@ -78,16 +79,22 @@ class Transformer(nn.Module):
         `init_std` sets one std for everything instead.
         """
         fixed, tied = self.config.init_std, self.config.tie_embeddings
-        for module in self.modules():
-            if isinstance(module, nn.Linear) and not (tied and module is self.lm_head):
-                nn.init.normal_(module.weight, std=fixed or (3 * module.in_features) ** -0.5)
-            elif isinstance(module, nn.Embedding):
-                shared = tied and module is self.embed
-                nn.init.normal_(module.weight, std=fixed or (self.config.d_model**-0.5 if shared else 1.0))
+
+        def matrix_std(fan_in: int) -> float:
+            return fixed or (3 * fan_in) ** -0.5
+
+        embedding_std = fixed or (self.config.d_model**-0.5 if tied else 1.0)
+        nn.init.normal_(self.embed.weight, std=embedding_std)
+        if self.position_embedding is not None:
+            nn.init.normal_(self.position_embedding.weight, std=fixed or 1.0)
+        if not tied:
+            nn.init.normal_(self.lm_head.weight, std=matrix_std(self.lm_head.in_features))
         depth_scale = math.sqrt(2 * self.config.n_layers)
         for block in self.blocks:
-            for projection in (block.attention.residual_projection, block.mlp.down):
-                nn.init.normal_(projection.weight, std=(fixed or (3 * projection.in_features) ** -0.5) / depth_scale)
+            block.attention.initialise(matrix_std, depth_scale)
+            for projection in (block.mlp.gate, block.mlp.up):
+                nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
+            nn.init.normal_(block.mlp.down.weight, std=matrix_std(block.mlp.down.in_features) / depth_scale)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]

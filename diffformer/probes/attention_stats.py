@@ -1,4 +1,4 @@
-"""Measurements on attention maps (reference.md §6), as plain functions of tensors.
+"""Measurements on attention maps (docs/formulas.md §6), as plain functions of tensors.
 
 Maps are rows over keys: (..., T). Differential attention's effective map A1 − λA2 can
 be negative; where a probability distribution is needed (entropy, divergences) a row
@@ -8,6 +8,8 @@ is taken as |w| / Σ|w| — how the head's attention, of either sign, is spread.
 import math
 
 import torch
+
+from diffformer.probes.results import KeyCoverage
 
 
 def as_distribution(rows: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ def causal_uniform_baseline(length: int) -> torch.Tensor:
     return reciprocal.flip(0).cumsum(0).flip(0)
 
 
-def key_coverage(full_map: torch.Tensor) -> dict[str, float]:
+def key_coverage(full_map: torch.Tensor) -> KeyCoverage:
     """Explaining away (Ding et al.): how much attention each key receives, against the uniform causal baseline.
 
     full_map: (..., T, T) rows = all queries. r_j = Σ_i A_ij (|A| for signed maps), r̃_j = r_j / H_j.
@@ -78,12 +80,12 @@ def key_coverage(full_map: torch.Tensor) -> dict[str, float]:
     received = full_map.abs().sum(-2).double()  # (..., T)
     normalised = received / causal_uniform_baseline(full_map.shape[-1]).to(received.device)
     share = received / received.sum(-1, keepdim=True)
-    return {
-        "min": float(normalised.min()),
-        "below_0.1": float((normalised < 0.1).double().mean()),
-        "below_0.01": float((normalised < 0.01).double().mean()),
-        "largest_share": float(share.max(-1).values.mean()),
-    }
+    return KeyCoverage(
+        min=float(normalised.min()),
+        below_0_1=float((normalised < 0.1).double().mean()),
+        below_0_01=float((normalised < 0.01).double().mean()),
+        largest_share=float(share.max(-1).values.mean()),
+    )
 
 
 def summarize(values: torch.Tensor) -> float:

@@ -7,11 +7,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from diffformer.probes.results import AttentionSummary, RetrievalGrid  # noqa: E402
 
-def retrieval_heatmap(grid: dict, title: str, path: Path) -> None:
+
+def retrieval_heatmap(grid: RetrievalGrid, title: str, path: Path) -> None:
     """Accuracy over context length (rows) × needle depth (columns), each cell annotated."""
-    lengths, depths = grid["lengths"], grid["depths"]
-    values = [[float("nan") if a is None else a for a in row] for row in grid["accuracy"]]
+    lengths, depths = grid.lengths, grid.depths
+    values = [[float("nan") if a is None else a for a in row] for row in grid.accuracy]
     figure, axes = plt.subplots(figsize=(1.2 + 0.9 * len(depths), 1.0 + 0.55 * len(lengths)))
     image = axes.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
     axes.set_xticks(range(len(depths)), [f"{d:.0%}" for d in depths])
@@ -22,7 +24,7 @@ def retrieval_heatmap(grid: dict, title: str, path: Path) -> None:
         for j, value in enumerate(row):
             if value == value:
                 axes.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
-    effective = grid["effective_length"]
+    effective = grid.effective_length
     axes.set_title(f"{title}\neffective length: {effective if effective is not None else 'none'}", fontsize=9)
     figure.colorbar(image, ax=axes, label="exact match")
     figure.tight_layout()
@@ -30,11 +32,11 @@ def retrieval_heatmap(grid: dict, title: str, path: Path) -> None:
     plt.close(figure)
 
 
-def attention_plot(attention: dict, title: str, path: Path) -> None:
+def attention_plot(attention: AttentionSummary, title: str, path: Path) -> None:
     """Per layer: attention on the needle vs on the rest of the context (noise), at the answer position."""
-    layers = sorted(attention["layers"], key=int)
-    needle = [attention["layers"][layer]["needle_mass"] for layer in layers]
-    noise = [attention["layers"][layer]["noise"] for layer in layers]
+    layers = [layer for layer in sorted(attention.layers) if attention.layers[layer].needle_mass is not None]
+    needle = [attention.layers[layer].needle_mass for layer in layers]
+    noise = [attention.layers[layer].noise for layer in layers]
     figure, axes = plt.subplots(figsize=(1.5 + 0.8 * len(layers), 3.2))
     x = range(len(layers))
     axes.bar([i - 0.2 for i in x], needle, width=0.4, label="needle")

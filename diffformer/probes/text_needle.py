@@ -1,4 +1,4 @@
-"""The natural-language needle for text-trained models (reference.md §5).
+"""The natural-language needle for text-trained models (docs/formulas.md §5).
 
 "The secret number of <name> is <digits>." is inserted at a sentence boundary of
 held-out text, after `depth` of its sentences; the prompt ends with the cue "The secret
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from diffformer.data.batch import IGNORE, Batch
+from diffformer.probes.prompts import Cell
 
 NAMES = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "John", "Radia", "Leslie"]
 CANDIDATES = 10
@@ -84,3 +85,24 @@ class TextNeedle:
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
+
+
+class TextNeedlePrompts:
+    """The text needle over a run's held-out text, as a prompt source."""
+
+    variants = ["text_needle"]
+    candidates = CANDIDATES
+
+    def __init__(self, needle: TextNeedle, data, model, seed: int, trained_length: int):
+        self.needle, self.data, self.model, self.seed = needle, data, model, seed
+        self.trained_length = trained_length
+
+    def cell(self, variant: str, length: int, depth: float, key: int, count: int) -> Cell | None:
+        try:
+            batch, truths, candidates = self.needle.prompts(self.seed, key, count, length, depth)
+        except ValueError:
+            return None
+        return Cell(batch, lambda b: self.needle.score(self.model, b, truths, candidates))
+
+    def plain_batch(self, count: int) -> Batch:
+        return self.data.batch(self.seed, "val", 0, count)

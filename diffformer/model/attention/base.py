@@ -2,15 +2,22 @@
 
 A kind is a subclass of `Attention` plus a pydantic config class with a literal
 `kind` field; registering both in `registry.py` is all it takes to add one.
+The contract:
+- forward: (B, T, d_model) -> (B, T, d_model), causal, applying rotary itself;
+- maps: one pure function of the layer's q, k (and the kind's own extras) and the
+  query positions, returning AttentionMaps, passed to `record_maps` in forward;
+- initialise: the kind owns the initialisation of its parameters (the default
+  covers plain projection matrices).
 """
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from diffformer.model.capture import AttentionCapture
+from diffformer.model.capture import AttentionCapture, AttentionMaps
 from diffformer.model.position import RotaryEmbedding
 
 if TYPE_CHECKING:
@@ -48,6 +55,27 @@ class Attention(nn.Module):
     def residual_projection(self) -> nn.Linear:
         """The projection that writes into the residual stream (gets the scaled-down init)."""
         raise NotImplementedError
+
+    def initialise(self, matrix_std: Callable[[int], float], residual_scale: float) -> None:
+        """Every matrix ~ N(0, matrix_std(fan_in)²); the residual projection's std is further ÷ residual_scale.
+
+        Kinds with parameters of their own (λ vectors, sinks, gates) override this or set
+        those parameters in __init__, which this leaves alone.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=matrix_std(module.in_features))
+        projection = self.residual_projection
+        nn.init.normal_(projection.weight, std=matrix_std(projection.in_features) / residual_scale)
+
+    def record_maps(self, maps_of: Callable[..., AttentionMaps], q: torch.Tensor, *inputs) -> None:
+        """If a capture is active, record maps_of(q, *inputs, positions=the requested query rows).
+
+        q: (B, heads, T, d_head); `inputs` are whatever else the kind's map function needs.
+        """
+        if self.recorder is not None:
+            positions = self.recorder.positions(q.shape[-2], q.device)
+            self.recorder.record(self.layer_index, maps_of(q, *inputs, positions=positions))
 
     def rotate(self, *heads: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Apply rotary position encoding to (B, heads, T, d_head) tensors, if the model uses it."""

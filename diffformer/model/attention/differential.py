@@ -1,4 +1,4 @@
-"""Differential attention V1 (Ye et al. 2024, arXiv 2410.05258; reference.md §2).
+"""Differential attention V1 (Ye et al. 2024, arXiv 2410.05258; docs/formulas.md §2).
 
 Sub-heads 2h and 2h+1 of width d_head form differential head h:
     head_h = RMSNorm((A1 − λ·A2) V_h) · (1 − λ_init),   V_h of width 2·d_head,
@@ -23,7 +23,7 @@ from diffformer.model.attention.base import (
     repeat_kv_groups,
     split_heads,
 )
-from diffformer.model.capture import AttentionMaps, causal_logits
+from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 from diffformer.model.norm import RMSNorm
 
 
@@ -121,23 +121,21 @@ class DifferentialAttention(Attention):
         lam = self.lambda_value()
         diff = maps_out[:, 0] - lam * maps_out[:, 1]
         heads = self.subln(diff) * (1 - self.lambda_init)
-        if self.recorder is not None:
-            self._record(q_wide[..., :d], repeat_kv_groups(k_wide[..., :d], 2 * P), lam)
+        self.record_maps(differential_maps, q_wide[..., :d], repeat_kv_groups(k_wide[..., :d], 2 * P), lam)
         return self.out_proj(merge_heads(heads.to(x.dtype)))
 
-    def _record(self, q: torch.Tensor, k: torch.Tensor, lam: torch.Tensor) -> None:
-        """q, k: (B, 2P, T, d) map-major."""
-        positions = self.recorder.positions(q.shape[-2], q.device)
-        logits = causal_logits(q, k, positions)  # (B, 2P, P_q, T), map-major
-        logits1, logits2 = logits.chunk(2, dim=1)
-        first, second = logits1.softmax(-1), logits2.softmax(-1)
-        maps = AttentionMaps(
-            weights=first - lam * second,
-            logits={"logits1": logits1, "logits2": logits2},
-            query_positions=positions,
-            components={"A1": first, "A2": second, "lambda": lam.reshape(())},
-        )
-        self.recorder.record(self.layer_index, maps)
+
+def differential_maps(q: torch.Tensor, k: torch.Tensor, lam: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+    """A1, A2 and A1 − λ·A2 at `positions`; q, k: (B, 2P, T, d) map-major (all first maps, then all second)."""
+    logits = causal_logits(q, k, positions)  # (B, 2P, P_q, T), map-major
+    logits1, logits2 = logits.chunk(2, dim=1)
+    first, second = logits1.softmax(-1), logits2.softmax(-1)
+    return AttentionMaps(
+        weights=first - lam * second,
+        logits={"logits1": logits1, "logits2": logits2},
+        query_positions=positions,
+        differential=DifferentialParts(first, second, lam.reshape(())),
+    )
 
 
 def _map_major_padded(heads: torch.Tensor, pairs: int) -> torch.Tensor:

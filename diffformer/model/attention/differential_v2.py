@@ -1,4 +1,4 @@
-"""Differential attention V2 (Microsoft 2026, unilm `multihead_flashdiffv2.py`; reference.md §3).
+"""Differential attention V2 (Microsoft 2026, unilm `multihead_flashdiffv2.py`; docs/formulas.md §3).
 
 2·n_heads query heads share n_kv_heads key/value heads of width d_head and go
 through one ordinary causal SDPA call; output head h is
@@ -20,7 +20,7 @@ from diffformer.model.attention.base import (
     repeat_kv_groups,
     split_heads,
 )
-from diffformer.model.capture import AttentionMaps, causal_logits
+from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 
 
 class DifferentialV2Config(AttentionKindConfig):
@@ -52,19 +52,24 @@ class DifferentialV2Attention(Attention):
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, 2H, T, d)
         lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
         out = attn[:, 0::2] - lam * attn[:, 1::2]
-        if self.recorder is not None:
-            self._record(q, k, lam)
+        self.record_maps(differential_v2_maps, q, k, lam)
         return self.o_proj(merge_heads(out.to(x.dtype)))
 
-    def _record(self, q: torch.Tensor, k: torch.Tensor, lam: torch.Tensor) -> None:
-        positions = self.recorder.positions(q.shape[-2], q.device)
-        logits = causal_logits(q, k, positions)  # (B, 2H, P, T)
-        probs = logits.softmax(-1)
-        lam_at = lam[:, :, positions]  # (B, H, P, 1)
-        maps = AttentionMaps(
-            weights=probs[:, 0::2] - lam_at * probs[:, 1::2],
-            logits={"logits1": logits[:, 0::2], "logits2": logits[:, 1::2]},
-            query_positions=positions,
-            components={"A1": probs[:, 0::2], "A2": probs[:, 1::2], "lambda": lam_at.squeeze(-1)},
-        )
-        self.recorder.record(self.layer_index, maps)
+    def initialise(self, matrix_std, residual_scale) -> None:
+        # The λ gate keeps PyTorch's Linear default, as in the reference implementation;
+        # only the projections follow the model's matrix rule.
+        super().initialise(matrix_std, residual_scale)
+        self.lambda_proj.reset_parameters()
+
+
+def differential_v2_maps(q: torch.Tensor, k: torch.Tensor, lam: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+    """Maps at `positions`; q, k: (B, 2H, T, d) with the pair of head h at 2h, 2h+1; lam: (B, H, T, 1)."""
+    logits = causal_logits(q, k, positions)  # (B, 2H, P, T)
+    probs = logits.softmax(-1)
+    lam_at = lam[:, :, positions]  # (B, H, P, 1)
+    return AttentionMaps(
+        weights=probs[:, 0::2] - lam_at * probs[:, 1::2],
+        logits={"logits1": logits[:, 0::2], "logits2": logits[:, 1::2]},
+        query_positions=positions,
+        differential=DifferentialParts(probs[:, 0::2], probs[:, 1::2], lam_at.squeeze(-1)),
+    )

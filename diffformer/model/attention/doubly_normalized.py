@@ -1,4 +1,4 @@
-"""Causal doubly-normalized attention, prefix form (Ding et al. 2020, arXiv 2009.14308; reference.md §4).
+"""Causal doubly-normalized attention, prefix form (Ding et al. 2020, arXiv 2009.14308; docs/formulas.md §4).
 
 Normalising key j's column over all queries would let output i see future queries.
 The causal form normalises each column only over the queries that exist at time i:
@@ -28,7 +28,7 @@ from diffformer.model.attention.base import (
     repeat_kv_groups,
     split_heads,
 )
-from diffformer.model.capture import AttentionCapture, AttentionMaps
+from diffformer.model.capture import AttentionMaps
 
 # Masked scores enter the column log-sum-exp as a large finite number, not −inf,
 # so no inf − inf can arise in the cumulative log-sum-exp or its gradient.
@@ -83,9 +83,9 @@ class DoublyNormalizedAttention(Attention):
         v = split_heads(self.v_proj(x), self.n_kv_heads)
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
-        out = prefix_doubly_normalized_attention(
-            q, k, v, self.mix(), self.sink_logit, self.query_block, self.recorder, self.layer_index
-        )
+        mix = self.mix()
+        out = prefix_doubly_normalized_attention(q, k, v, mix, self.sink_logit, self.query_block)
+        self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block)
         return self.out_proj(merge_heads(out.to(x.dtype)))
 
 
@@ -96,50 +96,80 @@ def prefix_doubly_normalized_attention(
     mix: float | torch.Tensor = 1.0,
     sink_logit: torch.Tensor | None = None,
     query_block: int = DEFAULT_QUERY_BLOCK,
-    recorder: AttentionCapture | None = None,
-    layer_index: int = 0,
 ) -> torch.Tensor:
     """Causal prefix doubly-normalized attention of q, k, v: (B, H, T, d) -> (B, H, T, d).
 
     mix: m, a float or a (1, H, 1, 1) tensor. sink_logit: (H,) background query b_h or None.
     """
-    batch, heads, length, _ = q.shape
-    # Log-sum-exps in at least float32, also under bf16 autocast.
-    lse_dtype = torch.promote_types(q.dtype, torch.float32)
-    if sink_logit is None:
-        carry = q.new_full((batch, heads, length), float("-inf"), dtype=lse_dtype)
-    else:
-        carry = sink_logit.to(lse_dtype).view(1, heads, 1).expand(batch, heads, length)
-    positions = recorder.positions(length, q.device) if recorder is not None else None
-    # Blocks yield captured rows in ascending position order; `restore` puts them back in request order.
-    sorted_positions, order = positions.sort() if positions is not None else (None, None)
-    recompute_in_backward = torch.is_grad_enabled() and recorder is None
-    outputs, recorded_rows = [], []
+    length = q.shape[-2]
+    recompute_in_backward = torch.is_grad_enabled()
+    carry = _initial_carry(q, sink_logit)
+    outputs = []
     for start in range(0, length, query_block):
         end = min(start + query_block, length)
         block_args = (q[:, :, start:end], k[:, :, :end], v[:, :, :end], carry[..., :end], mix, start)
         if recompute_in_backward:
-            out, last_lse, _, _ = checkpoint(_attend_query_block, *block_args, use_reentrant=False)
+            out, last_lse = checkpoint(_attend_query_block, *block_args, use_reentrant=False)
         else:
-            out, last_lse, probs, logits = _attend_query_block(*block_args)
-            if positions is not None:
-                recorded_rows.append(_rows_in_block(sorted_positions, start, end, probs, logits, length))
+            out, last_lse = _attend_query_block(*block_args)
         outputs.append(out)
         carry = torch.cat([last_lse, carry[..., end:]], dim=-1)
-    if positions is not None:
-        restore = order.argsort()
-        weights = torch.cat([rows[0] for rows in recorded_rows], dim=2)[:, :, restore]
-        logits = torch.cat([rows[1] for rows in recorded_rows], dim=2)[:, :, restore]
-        recorder.record(layer_index, AttentionMaps(weights, {"logits": logits}, positions))
     return torch.cat(outputs, dim=2)
 
 
-def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_query):
-    """Rows first_query.. of the output, given the column log-sum-exp of all earlier queries.
+def doubly_normalized_maps(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mix: float | torch.Tensor,
+    sink_logit: torch.Tensor | None,
+    query_block: int = DEFAULT_QUERY_BLOCK,
+    *,
+    positions: torch.Tensor,
+) -> AttentionMaps:
+    """The attention rows at `positions` (any order), computed block by block like the forward pass.
 
-    q_block: (B, H, b, d); k_prefix, v_prefix: (B, H, e, d) for keys 0..e-1 (e = last row + 1);
-    carry_prefix: (B, H, e), float32 or wider, sets the precision. Returns the output rows, the
-    updated carry, and the attention probabilities and raw scores of the block (B, H, b, e).
+    q, k: (B, H, T, d) -> weights (B, H, P, T) and raw scores "logits", −inf on future keys.
+    Only the requested rows are kept, so memory is one block plus P rows, never T×T.
+    """
+    length = q.shape[-2]
+    sorted_positions, order = positions.sort()
+    carry = _initial_carry(q, sink_logit)
+    weights, logits = [], []
+    for start in range(0, length, query_block):
+        end = min(start + query_block, length)
+        probs, last_lse, scores = _block_probabilities(q[:, :, start:end], k[:, :, :end], carry[..., :end], mix, start)
+        carry = torch.cat([last_lse, carry[..., end:]], dim=-1)
+        inside = sorted_positions[(sorted_positions >= start) & (sorted_positions < end)] - start
+        pad = length - end
+        weights.append(torch.nn.functional.pad(probs[:, :, inside], (0, pad)))
+        logits.append(torch.nn.functional.pad(scores[:, :, inside], (0, pad), value=float("-inf")))
+    restore = order.argsort()  # blocks gave the rows in ascending position order
+    return AttentionMaps(
+        torch.cat(weights, dim=2)[:, :, restore], {"logits": torch.cat(logits, dim=2)[:, :, restore]}, positions
+    )
+
+
+def _initial_carry(q: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
+    """The column log-sum-exp before any query: −inf, or the sink's b_h. (B, H, T), at least float32."""
+    batch, heads, length, _ = q.shape
+    lse_dtype = torch.promote_types(q.dtype, torch.float32)  # also under bf16 autocast
+    if sink_logit is None:
+        return q.new_full((batch, heads, length), float("-inf"), dtype=lse_dtype)
+    return sink_logit.to(lse_dtype).view(1, heads, 1).expand(batch, heads, length)
+
+
+def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_query):
+    """Output rows first_query.. and the updated column log-sum-exp, given that of all earlier queries."""
+    probs, last_lse, _ = _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query)
+    return probs.to(v_prefix.dtype) @ v_prefix, last_lse
+
+
+def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query):
+    """Attention rows first_query.. given the column log-sum-exp of all earlier queries.
+
+    q_block: (B, H, b, d); k_prefix: (B, H, e, d) for keys 0..e-1 (e = last row + 1);
+    carry_prefix: (B, H, e), float32 or wider, sets the precision. Returns the rows'
+    probabilities (B, H, b, e), the updated carry (B, H, e) and the raw scores, −inf on future keys.
     """
     scale = q_block.shape[-1] ** -0.5
     scores = (q_block @ k_prefix.transpose(-1, -2)).to(carry_prefix.dtype) * scale
@@ -149,9 +179,7 @@ def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_qu
     masked_scores = scores.masked_fill(future, MASKED_SCORE)
     column_lse = _column_prefix_logsumexp(masked_scores, carry_prefix, future)
     logits = (scores - mix * column_lse).masked_fill(future, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    out = probs.to(v_prefix.dtype) @ v_prefix
-    return out, column_lse[..., -1, :], probs, scores.masked_fill(future, float("-inf"))
+    return logits.softmax(dim=-1), column_lse[..., -1, :], scores.masked_fill(future, float("-inf"))
 
 
 def _column_prefix_logsumexp(masked_scores, carry, future):
@@ -169,12 +197,3 @@ def _column_prefix_logsumexp(masked_scores, carry, future):
         return torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2))
     # Clamping keeps log finite on masked entries (i < j), which are discarded afterwards.
     return running.clamp_min(smallest_safe).log() + shift
-
-
-def _rows_in_block(positions, start, end, probs, logits, length):
-    """The captured rows that fall in [start, end), padded to all `length` keys with zeros / −inf."""
-    inside = positions[(positions >= start) & (positions < end)] - start
-    pad = length - probs.shape[-1]
-    weights = torch.nn.functional.pad(probs[:, :, inside], (0, pad))
-    raw = torch.nn.functional.pad(logits[:, :, inside], (0, pad), value=float("-inf"))
-    return weights, raw

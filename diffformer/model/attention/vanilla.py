@@ -1,4 +1,4 @@
-"""Vanilla causal multi-head softmax attention (reference.md §1)."""
+"""Vanilla causal multi-head softmax attention (docs/formulas.md §1)."""
 
 from typing import Literal
 
@@ -44,9 +44,11 @@ class VanillaAttention(Attention):
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        if self.recorder is not None:
-            positions = self.recorder.positions(x.shape[1], x.device)
-            logits = causal_logits(q, k, positions)
-            weights = logits.softmax(dim=-1)
-            self.recorder.record(self.layer_index, AttentionMaps(weights, {"logits": logits}, positions))
+        self.record_maps(softmax_maps, q, k)
         return self.out_proj(merge_heads(out))
+
+
+def softmax_maps(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+    """softmax(q·k/√d) rows at `positions`; q, k: (B, H, T, d) -> weights (B, H, P, T)."""
+    logits = causal_logits(q, k, positions)
+    return AttentionMaps(logits.softmax(dim=-1), {"logits": logits}, positions)

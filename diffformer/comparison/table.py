@@ -8,28 +8,13 @@ of single runs, or the seed-to-seed spread when a variant has several seeds) is 
 import json
 import math
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from diffformer.checkpoint import load_trained_model, resolve_model_file
-from diffformer.errors import CheckpointError, DiffformerError
+from diffformer.comparison.records import RunRecord
+from diffformer.probes.results import RetrievalGrid
+from diffformer.strict_json import json_ready
 
 UNCOMPARED_KEYS = ("seed", "name", "output")
-
-
-@dataclass
-class RunRecord:
-    path: Path
-    recipe: dict
-    step: int
-    tokens_seen: int
-    parameters: int
-    wall_seconds: float | None
-    final_loss: float | None
-    eval: dict
-    curve: list[dict]
-    probe: dict | None
 
 
 @dataclass
@@ -49,61 +34,6 @@ class Comparison:
     runs_per_column: list[list[str]]
     differences: dict[str, list]
     rows: list[Row]
-
-
-def load_run(path: Path | str) -> RunRecord:
-    path = Path(path)
-    file = resolve_model_file(path)
-    loaded = load_trained_model(file)
-    folder = path if path.is_dir() else file.parent
-    summary_file, metrics_file = folder / "summary.json", folder / "metrics.jsonl"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    curve = (
-        [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-        if metrics_file.is_file()
-        else []
-    )
-    probe_file = folder / "probes" / "probe.json"
-    return RunRecord(
-        path=path,
-        recipe=loaded.recipe,
-        step=loaded.step,
-        tokens_seen=loaded.tokens_seen,
-        parameters=loaded.model.num_parameters(),
-        wall_seconds=summary.get("wall_seconds"),
-        final_loss=summary.get("final_loss"),
-        eval=summary.get("eval", {}),
-        curve=curve,
-        probe=json.loads(probe_file.read_text()) if probe_file.is_file() else None,
-    )
-
-
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
-def load_runs(paths: Sequence[Path | str]) -> list[RunRecord]:
-    """The runs to compare: at least two, each readable."""
-    if len(paths) < 2:
-        raise DiffformerError("compare needs at least two runs, e.g. diffformer compare runs/a runs/b")
-    records = []
-    for path in paths:
-        try:
-            records.append(load_run(path))
-        except CheckpointError as error:
-            raise CheckpointError(f"cannot compare {path}: {error}") from None
-    return records
-
-
-def compare_runs(paths: Sequence[Path | str]) -> Comparison:
-    return compare_records(load_runs(paths))
 
 
 def compare_records(records: list[RunRecord]) -> Comparison:
@@ -178,36 +108,46 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
 
 def _probe_rows(columns, add) -> None:
     first = next(r.probe for g in columns for r in g if r.probe is not None)
-    for variant, grid in first["results"].get("retrieval", {}).items():
-        for index, length in enumerate(grid["lengths"]):
-
-            def accuracy(r, v=variant, i=index):
-                cells = _grid(r, v)
-                row = [a for a in cells["accuracy"][i] if a is not None] if cells else []
-                return statistics.fmean(row) if row else None
-
-            def error(r, v=variant, i=index):
-                cells = _grid(r, v)
-                if not cells:
-                    return None
-                n = sum(cells["samples"][i])
-                p = accuracy(r)
-                return math.sqrt(p * (1 - p) / n) if n and p is not None else None
-
-            add("retrieval", f"{variant} accuracy @ {length}", accuracy, error)
-        add(
-            "retrieval", f"{variant} effective length", lambda r, v=variant: (_grid(r, v) or {}).get("effective_length")
-        )
-    for name in ("needle_mass", "noise", "entropy", "head_diversity", "lambda"):
-        add(
-            "attention",
-            name.replace("_", " "),
-            lambda r, n=name: (r.probe or {}).get("results", {}).get("attention", {}).get("average", {}).get(n),
-        )
+    for variant, grid in first.retrieval.items():
+        for index, length in enumerate(grid.lengths):
+            add(
+                "retrieval",
+                f"{variant} accuracy @ {length}",
+                lambda r, v=variant, i=index: _at_length(r, v, i, RetrievalGrid.mean_accuracy),
+                lambda r, v=variant, i=index: _at_length(r, v, i, RetrievalGrid.standard_error),
+            )
+        add("retrieval", f"{variant} effective length", lambda r, v=variant: _effective_length(r, v))
+    for name in ("needle_mass", "noise", "entropy", "head_diversity", "lambda_value"):
+        add("attention", ATTENTION_ROW_NAMES[name], lambda r, n=name: _attention_average(r, n))
 
 
-def _grid(record: RunRecord, variant: str) -> dict | None:
-    return (record.probe or {}).get("results", {}).get("retrieval", {}).get(variant)
+ATTENTION_ROW_NAMES = {
+    "needle_mass": "needle mass",
+    "noise": "noise",
+    "entropy": "entropy",
+    "head_diversity": "head diversity",
+    "lambda_value": "lambda",
+}
+
+
+def _grid(record: RunRecord, variant: str) -> RetrievalGrid | None:
+    return record.probe.retrieval.get(variant) if record.probe is not None else None
+
+
+def _at_length(record: RunRecord, variant: str, index: int, measure) -> float | None:
+    grid = _grid(record, variant)
+    return measure(grid, index) if grid is not None and index < len(grid.lengths) else None
+
+
+def _effective_length(record: RunRecord, variant: str) -> int | None:
+    grid = _grid(record, variant)
+    return grid.effective_length if grid is not None else None
+
+
+def _attention_average(record: RunRecord, name: str) -> float | None:
+    if record.probe is None or record.probe.attention is None or record.probe.attention.average is None:
+        return None
+    return getattr(record.probe.attention.average, name)
 
 
 def _verdicts(row: Row) -> list[str]:
@@ -226,33 +166,16 @@ def _verdicts(row: Row) -> list[str]:
     return verdicts
 
 
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
 def comparison_as_dict(comparison: Comparison) -> dict:
-    from dataclasses import asdict
-
-    return json.loads(json.dumps(asdict(comparison), default=str))
-
-
-def curves_plot(records: list[RunRecord], labels: list[str], path: Path) -> None:
-    """Training loss and eval metrics over steps, all runs overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axes, eval_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for record, label in zip(records, labels):
-        steps = [m["step"] for m in record.curve if "loss" in m]
-        (line,) = loss_axes.plot(steps, [m["loss"] for m in record.curve if "loss" in m], label=label, alpha=0.8)
-        evaluated = [m for m in record.curve if "eval_loss" in m]
-        metric = "eval_accuracy" if evaluated and "eval_accuracy" in evaluated[0] else "eval_loss"
-        eval_axes.plot(
-            [m["step"] for m in evaluated], [m[metric] for m in evaluated], "o-", color=line.get_color(), label=label
-        )
-        eval_axes.set_ylabel(metric.replace("_", " "))
-    loss_axes.set_xlabel("step")
-    loss_axes.set_ylabel("train loss")
-    eval_axes.set_xlabel("step")
-    loss_axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return json_ready(comparison)

@@ -1,0 +1,67 @@
+"""What a comparison reads of each run: its recipe, budget, summary, metrics curve and probe results."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffformer.checkpoint import load_trained_model
+from diffformer.errors import CheckpointError, DiffformerError
+from diffformer.probes.results import ProbeReport
+from diffformer.run_folder import read_probe
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    recipe: dict
+    step: int
+    tokens_seen: int
+    parameters: int
+    wall_seconds: float | None
+    final_loss: float | None
+    eval: dict
+    curve: list[dict]
+    probe: ProbeReport | None
+
+
+def load_run(path: Path | str) -> RunRecord:
+    """What a run (folder or checkpoint file) achieved: its checkpoint, summary, metrics and last probe.
+
+    The summary and the curve belong to the run's latest weights; an older checkpoint gets
+    the curve up to its own step and no summary.
+    """
+    loaded = load_trained_model(path)
+    folder = loaded.folder
+    latest = loaded.path == folder.model_file
+    summary = (folder.read_summary() or {}) if latest else {}
+    curve = [record for record in folder.read_metrics() if record.get("step", 0) <= loaded.step]
+    return RunRecord(
+        path=Path(path),
+        recipe=loaded.recipe,
+        step=loaded.step,
+        tokens_seen=loaded.tokens_seen,
+        parameters=loaded.model.num_parameters(),
+        wall_seconds=summary.get("wall_seconds"),
+        final_loss=summary.get("final_loss"),
+        eval=summary.get("eval", {}),
+        curve=curve,
+        probe=_probe_report(loaded.path),
+    )
+
+
+def _probe_report(model_file: Path) -> ProbeReport | None:
+    data = read_probe(model_file)
+    return None if data is None else ProbeReport.from_dict(data, source=f"the probe results of {model_file}")
+
+
+def load_runs(paths: Sequence[Path | str]) -> list[RunRecord]:
+    """The runs to compare: at least two, each readable."""
+    if len(paths) < 2:
+        raise DiffformerError("compare needs at least two runs, e.g. diffformer compare runs/a runs/b")
+    records = []
+    for path in paths:
+        try:
+            records.append(load_run(path))
+        except CheckpointError as error:
+            raise CheckpointError(f"cannot compare {path}: {error}") from None
+    return records

@@ -1,0 +1,73 @@
+"""Tokenizers a text recipe can name: the 256 bytes, BPE trained on the training split, or a tokenizer.json."""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffformer.atomic import atomic_write
+from diffformer.errors import DataError, first_line
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+class ByteTokenizer(BaseModel):
+    """One token per byte (256 ids), no training."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["byte"]
+
+
+class BpeTokenizer(BaseModel):
+    """Byte-level BPE trained on the training split, `vocab_size` ids including <|endoftext|>."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["bpe"]
+    vocab_size: int = Field(2048, ge=258, le=65536)
+
+
+class FileTokenizer(BaseModel):
+    """An existing tokenizer.json (relative to the recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["file"]
+    path: Path
+
+
+TokenizerConfig = Annotated[ByteTokenizer | BpeTokenizer | FileTokenizer, Field(discriminator="kind")]
+
+
+def build_tokenizer(spec: "TokenizerConfig", cache_dir: Path, source_key: str, train_texts, document_count: int):
+    """The tokenizer a recipe asks for: read from a file, the byte alphabet, or BPE trained on `train_texts`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if spec.kind == "file":
+        path = spec.path
+        if not path.is_file():
+            raise DataError(f"tokenizer file {path} does not exist")
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as error:
+            raise DataError(f"tokenizer file {path} is not a tokenizers JSON file: {first_line(error)}") from None
+    if spec.kind == "byte":
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        tokenizer = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(alphabet))}, merges=[]))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        return tokenizer
+    cached = cache_dir / "tokenizers" / f"{source_key[:24]}-bpe{spec.vocab_size}.json"
+    if cached.is_file():
+        return Tokenizer.from_file(str(cached))
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=[END_OF_TEXT],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(train_texts, trainer=trainer, length=document_count)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(cached, tokenizer.to_str())
+    return tokenizer

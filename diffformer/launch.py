@@ -1,0 +1,96 @@
+"""What `diffformer train PATH` runs: a recipe file, a run folder to resume, or a recipe's variants grid.
+
+    train_from_path(path, overrides, only, resume, listeners, sweep_listener) -> TrainOutcome
+
+A variants recipe trains every combination into <output>/<key=value,...> (finished ones
+come back as they are, interrupted ones resume) and ends with their comparison.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffformer.comparison import Comparison, compare_runs
+from diffformer.errors import RecipeError
+from diffformer.recipe import expand_variants, load_recipe
+from diffformer.run_folder import RunFolder
+from diffformer.training.listeners import TrainingListener
+from diffformer.training.loop import TrainResult, train
+
+
+class SweepListener:
+    """Hooks of a variants sweep; override the ones you need."""
+
+    def on_plan(self, source: Path, count: int) -> None:
+        """`count` variants of the recipe `source` are about to run."""
+
+    def on_variant_start(self, label: str, run_dir: Path, resuming: bool) -> None:
+        """A variant starts (or resumes) training."""
+
+    def on_variant_end(self, label: str, result: TrainResult) -> None:
+        """A variant finished; result.already_finished says it had nothing left to train."""
+
+
+@dataclass
+class VariantRun:
+    label: str
+    assignment: dict
+    result: TrainResult
+
+
+@dataclass
+class TrainOutcome:
+    """A single run's result, or every variant's and their comparison."""
+
+    result: TrainResult | None = None
+    variants: list[VariantRun] = field(default_factory=list)
+    comparison: Comparison | None = None
+
+
+def train_from_path(
+    path: Path,
+    overrides: Sequence[str] = (),
+    only: Sequence[str] = (),
+    resume: bool = False,
+    listeners: Sequence[TrainingListener] = (),
+    sweep_listener: SweepListener | None = None,
+) -> TrainOutcome:
+    """Train what `path` names: a run folder resumes with its own recipe.yaml; a recipe trains (or sweeps)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = RunFolder(path)
+        if not folder.recipe_file.is_file():
+            raise RecipeError(f"{path} is a folder but not a run folder (it has no {folder.recipe_file.name})")
+        recipe = load_recipe(folder.recipe_file, overrides).model_copy(update={"output": path})
+        resume = True
+    else:
+        recipe = load_recipe(path, overrides)
+        if recipe.variants:
+            return train_variants(path, overrides, only, listeners, sweep_listener)
+    if only:
+        raise RecipeError("--only selects variants, but this recipe has no variants")
+    return TrainOutcome(result=train(recipe, resume=resume, listeners=listeners))
+
+
+def train_variants(
+    path: Path,
+    overrides: Sequence[str] = (),
+    only: Sequence[str] = (),
+    listeners: Sequence[TrainingListener] = (),
+    sweep_listener: SweepListener | None = None,
+) -> TrainOutcome:
+    """Train every variant (all validated first), then compare them when there are several."""
+    sweep_listener = sweep_listener or SweepListener()
+    variants = expand_variants(path, overrides, only)
+    sweep_listener.on_plan(path, len(variants))
+    outcome = TrainOutcome()
+    for assignment, variant in variants:
+        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
+        started = RunFolder(variant.run_dir).is_occupied()
+        sweep_listener.on_variant_start(label, variant.run_dir, started)
+        result = train(variant, resume=started, listeners=listeners)
+        sweep_listener.on_variant_end(label, result)
+        outcome.variants.append(VariantRun(label, assignment, result))
+    if len(variants) > 1:
+        outcome.comparison, _ = compare_runs([variant.run_dir for _, variant in variants])
+    return outcome

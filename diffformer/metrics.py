@@ -1,0 +1,98 @@
+"""Held-out metrics on scored positions: loss, token accuracy, exact match (and for text, ppl and bits/byte).
+
+Pure measurement of a model on data; training calls it for periodic evaluation and
+`evaluation.py` calls it for a checkpoint.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from diffformer.data import IGNORE, TaskData
+from diffformer.devices import autocast_for
+
+
+def scored_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the scored positions; logits (B, T, V), targets (B, T) with IGNORE elsewhere."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def _ratio_standard_error(sums: torch.Tensor, counts: torch.Tensor) -> float:
+    """Standard error of Σsums/Σcounts when examples (not tokens) are the independent units."""
+    n = len(sums)
+    if n < 2 or counts.sum() == 0:
+        return math.nan
+    ratio = sums.sum() / counts.sum()
+    residuals = sums - ratio * counts
+    return float(torch.sqrt((residuals**2).sum() / (n * (n - 1))) / counts.float().mean())
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: TaskData,
+    seed: int,
+    batches: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    split: str = "val",
+) -> dict[str, float]:
+    """Metrics over `batches` held-out batches (the same ones every call), each with its standard error.
+
+    loss: nats per scored token; accuracy: greedy next-token accuracy on scored positions;
+    exact_match: share of sequences whose scored positions are all right (synthetic tasks);
+    text adds perplexity (with a 95% interval) and bits_per_byte of `split`'s own text.
+    Sequences are the independent units of the standard errors; scored_tokens and examples
+    say what they rest on. The model's train/eval mode is restored even if a batch fails.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        loss_sums, correct_counts, scored_counts = _score_batches(
+            model, data, seed, batches, batch_size, device, precision, split
+        )
+    finally:
+        model.train(was_training)
+    loss_sum, correct, scored = torch.cat(loss_sums).double(), torch.cat(correct_counts), torch.cat(scored_counts)
+    examples = len(scored)
+    loss = float(loss_sum.sum() / max(int(scored.sum()), 1))
+    loss_se = _ratio_standard_error(loss_sum, scored.double())
+    metrics = {
+        "loss": loss,
+        "loss_se": loss_se,
+        "accuracy": float(correct.sum() / max(int(scored.sum()), 1)),
+        "accuracy_se": _ratio_standard_error(correct.double(), scored.double()),
+        "scored_tokens": int(scored.sum()),
+        "examples": examples,
+    }
+    bytes_per_token = data.bytes_per_token(split)
+    if bytes_per_token is None:
+        exact = float((correct == scored).double().mean())
+        metrics["exact_match"] = exact
+        metrics["exact_match_se"] = math.sqrt(exact * (1 - exact) / examples) if examples > 1 else math.nan
+    else:
+        metrics["perplexity"] = math.exp(min(loss, 50.0))
+        metrics["perplexity_low"] = math.exp(min(loss - 1.96 * loss_se, 50.0))
+        metrics["perplexity_high"] = math.exp(min(loss + 1.96 * loss_se, 50.0))
+        metrics["bits_per_byte"] = loss / math.log(2) / bytes_per_token
+        metrics["bits_per_byte_se"] = loss_se / math.log(2) / bytes_per_token
+    return metrics
+
+
+def _score_batches(model, data, seed, batches, batch_size, device, precision, split):
+    """Per sequence: summed loss, correct tokens and scored tokens, over `batches` batches of `split`."""
+    loss_sums, correct_counts, scored_counts = [], [], []
+    for index in range(batches):
+        batch = data.batch(seed, split, index, batch_size).to(device)
+        with autocast_for(device, precision):
+            logits = model(batch.inputs)
+        mask = batch.targets != IGNORE
+        token_loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE, reduction="none"
+        ).view_as(batch.targets)
+        loss_sums.append((token_loss * mask).sum(dim=1).cpu())
+        correct_counts.append(((logits.argmax(-1) == batch.targets) & mask).sum(dim=1).cpu())
+        scored_counts.append(mask.sum(dim=1).cpu())
+    return loss_sums, correct_counts, scored_counts

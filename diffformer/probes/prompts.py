@@ -1,0 +1,78 @@
+"""Where probe prompts come from: one interface, one source per kind of training data.
+
+A prompt source makes the prompts of one retrieval-grid cell (variant, context length,
+needle depth) as a pure function of (probe seed, prompt key), so every checkpoint probed
+with the same seed sees the same prompts; `plain_batch` is ordinary data of the training
+length for the measurements that look at every query (key coverage, outliers).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from pydantic import ValidationError
+
+from diffformer.data import Batch
+from diffformer.data.synthetic import MqarTask, NeedleTask
+
+NEEDLE_VARIANTS = ("single", "multi_key", "multi_value", "multi_query")
+
+
+@dataclass
+class Cell:
+    """The prompts of one grid cell; `scorer`, when set, replaces greedy argmax: batch -> (exact, rank) per prompt."""
+
+    batch: Batch
+    scorer: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+class PromptSource(Protocol):
+    variants: list[str]
+    trained_length: int
+    candidates: int | None  # sources that rank the truth among candidates say how many
+
+    def cell(self, variant: str, length: int, depth: float, key: int, count: int) -> Cell | None:
+        """`count` prompts of `length` tokens with the needle at `depth`, or None if they cannot fit."""
+
+    def plain_batch(self, count: int) -> Batch:
+        """Held-out data of the training length."""
+
+
+class SyntheticPrompts:
+    """MQAR (the key–value block placed at the depth, all keys asked at the end) and needle tasks."""
+
+    candidates = None
+
+    def __init__(self, task: MqarTask | NeedleTask, variants: list[str], seed: int):
+        self.task, self.variants, self.seed = task, variants, seed
+        self.trained_length = task.max_length
+
+    def cell(self, variant: str, length: int, depth: float, key: int, count: int) -> Cell | None:
+        update = {"seq_len": length, "depth": depth}
+        if isinstance(self.task, NeedleTask):
+            update["variant"] = variant
+        try:
+            task = type(self.task).model_validate({**self.task.model_dump(), **update})
+        except ValidationError:
+            return None
+        return Cell(task.batch(self.seed, "probe", key, count))
+
+    def plain_batch(self, count: int) -> Batch:
+        return self.cell(self.variants[0], self.trained_length, 0.5, 999_999, count).batch
+
+
+def synthetic_variants(task: MqarTask | NeedleTask, requested) -> list[str]:
+    """MQAR has one layout; needle models default to their trained variant, or every one with 'all'."""
+    from diffformer.errors import RecipeError
+
+    if isinstance(task, MqarTask):
+        return ["mqar"]
+    if not requested:
+        return [task.variant]
+    if list(requested) == ["all"]:
+        return list(NEEDLE_VARIANTS)
+    bad = [v for v in requested if v not in NEEDLE_VARIANTS]
+    if bad:
+        raise RecipeError(f"unknown needle variant {bad[0]!r}; available: {', '.join(NEEDLE_VARIANTS)} or all")
+    return list(requested)

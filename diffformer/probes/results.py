@@ -1,0 +1,150 @@
+"""Typed probe results: what `diffformer probe` measures, as it is written to probe.json and read back.
+
+Readers (tables, plots, comparisons) use these fields, never string keys, so a renamed
+measurement is a type error rather than a silent "–".
+"""
+
+import dataclasses
+import math
+import statistics
+import types
+import typing
+from dataclasses import dataclass, field
+
+from diffformer.errors import CheckpointError
+from diffformer.strict_json import json_ready
+
+RULER_THRESHOLD = 0.856  # RULER's effective-length threshold
+
+
+@dataclass
+class RetrievalGrid:
+    """Greedy exact match over context length (rows) × needle depth (columns) for one prompt variant."""
+
+    variant: str
+    lengths: list[int]
+    depths: list[float]
+    accuracy: list[list[float | None]]  # None: no prompt of that variant fits the length
+    samples: list[list[int]]
+    threshold: float = RULER_THRESHOLD
+    effective_length: int | None = None
+    mean_rank: list[list[float | None]] | None = None  # text needle: rank of the truth among `candidates`
+    candidates: int | None = None
+
+    def mean_accuracy(self, length_index: int) -> float | None:
+        """Accuracy at one length, averaged over the depths that have prompts."""
+        cells = [a for a in self.accuracy[length_index] if a is not None]
+        return statistics.fmean(cells) if cells else None
+
+    def standard_error(self, length_index: int) -> float | None:
+        """Binomial standard error of mean_accuracy over all prompts at that length."""
+        p, n = self.mean_accuracy(length_index), sum(self.samples[length_index])
+        return math.sqrt(p * (1 - p) / n) if n and p is not None else None
+
+
+@dataclass
+class KeyCoverage:
+    """Explaining away (Ding et al.): attention each key receives r_j against the uniform causal baseline H_j."""
+
+    min: float  # smallest r̃_j = r_j / H_j
+    below_0_1: float  # share of keys with r̃ < 0.1
+    below_0_01: float
+    largest_share: float  # mean over rows of the largest r_j / Σ r (an attention sink)
+
+
+@dataclass
+class LayerAttention:
+    """One layer's attention at the answer positions, averaged over heads and prompts (docs/formulas.md §6)."""
+
+    needle_mass: float | None = None
+    noise: float | None = None
+    entropy: float | None = None
+    head_diversity: float | None = None
+    lambda_value: float | None = None  # differential kinds only, from here down
+    a1_a2_cosine: float | None = None
+    a1_a2_js: float | None = None
+    negative_share: float | None = None
+    key_coverage: KeyCoverage | None = None
+
+    def measured(self) -> dict[str, float]:
+        """The scalar measurements this layer has (kind-specific ones only where they apply)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "key_coverage" and getattr(self, f.name) is not None
+        }
+
+
+@dataclass
+class AttentionSummary:
+    layers: dict[int, LayerAttention] = field(default_factory=dict)
+    average: LayerAttention | None = None  # each measurement's mean over layers
+    needle_mass_by_length: dict[int, dict[int, float]] = field(default_factory=dict)  # length -> layer -> mass
+
+
+@dataclass
+class LogitOutliers:
+    top1: float
+    median: float
+
+
+@dataclass
+class LayerOutliers:
+    """|q·k/√d| per attention map ("logits", or "logits1"/"logits2") and |hidden state| at the layer's output."""
+
+    logits: dict[str, LogitOutliers]
+    hidden_top1: float
+    hidden_median: float
+
+
+@dataclass
+class ProbeReport:
+    checkpoint: str
+    step: int
+    attention_kind: str
+    seed: int
+    retrieval: dict[str, RetrievalGrid] = field(default_factory=dict)
+    attention: AttentionSummary | None = None
+    outliers: dict[int, LayerOutliers] | None = None
+    notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data; non-finite numbers become null so the output is strict JSON."""
+        return json_ready(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "probe.json") -> "ProbeReport":
+        try:
+            return _build(cls, data)
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{source} is not a probe report this diffformer reads; run `diffformer probe` again"
+            ) from None
+
+
+def _build(annotation, data):
+    """Rebuild `annotation` (a dataclass, container or scalar type) from JSON data, converting dict keys."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            if type(None) in args:
+                return None
+            raise ValueError("missing value")
+        return _build(next(a for a in args if a is not type(None)), data)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object for {annotation.__name__}")
+        hints = typing.get_type_hints(annotation)
+        known = {f.name for f in dataclasses.fields(annotation)}
+        return annotation(**{name: _build(hints[name], value) for name, value in data.items() if name in known})
+    if origin is dict:
+        key_type, value_type = args
+        return {key_type(k): _build(value_type, v) for k, v in data.items()}
+    if origin is list:
+        return [_build(args[0], v) for v in data]
+    if annotation is float and isinstance(data, (int, float)):
+        return float(data)
+    if annotation in (int, str, float) and not isinstance(data, annotation):
+        raise TypeError(f"expected {annotation.__name__}")
+    return data

@@ -1,0 +1,168 @@
+"""The retrieval grid (exact match over context length × needle depth) and attention at the answer positions.
+
+Attention maps are captured only at the answer positions, so long contexts cost no
+T×T memory. Rows of a batch may ask at different positions (e.g. MQAR with a list of
+`num_pairs`): the capture covers the union and each row is measured only where it is
+scored.
+"""
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+
+from diffformer.data import IGNORE, Batch
+from diffformer.model.capture import AttentionMaps, capture_attention
+from diffformer.probes import attention_stats as stats
+from diffformer.probes.prompts import PromptSource
+from diffformer.probes.results import AttentionSummary, LayerAttention, RetrievalGrid
+
+
+def prompt_key(variant: str, length: int, depth: float, batch_index: int) -> int:
+    """The prompt key of a cell's batch, from its values (not its place in the grid): the same cell
+    gets the same prompts whatever else is probed alongside it."""
+    digest = hashlib.sha256(f"{variant}|{length}|{float(depth)!r}|{batch_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def retrieval_grid(
+    model,
+    source: PromptSource,
+    lengths: Sequence[int],
+    depths: Sequence[float],
+    samples: int,
+    batch_size: int,
+    device,
+    threshold: float,
+    with_attention: bool,
+    notes: list[str],
+) -> tuple[dict[str, RetrievalGrid], AttentionSummary | None]:
+    """Exact match per (variant, length, depth) and, with_attention, the attention statistics at the answers."""
+    batches_per_cell = max(1, -(-samples // batch_size))
+    attention = AnswerAttention() if with_attention else None
+    grids = {}
+    for variant in source.variants:
+        accuracy = [[None] * len(depths) for _ in lengths]
+        ranks = [[None] * len(depths) for _ in lengths]
+        counts = [[0] * len(depths) for _ in lengths]
+        for li, length in enumerate(lengths):
+            for di, depth in enumerate(depths):
+                right, rank_sum = 0, 0.0
+                for b in range(batches_per_cell):
+                    cell = source.cell(variant, length, depth, prompt_key(variant, length, depth, b), batch_size)
+                    if cell is None:
+                        break
+                    batch = cell.batch.to(device)
+                    exact, maps = _answer_and_maps(model, batch, with_attention)
+                    if cell.scorer is not None:
+                        exact, rank = cell.scorer(batch)
+                        rank_sum += float(rank.sum())
+                    right += int(exact.sum())
+                    counts[li][di] += len(exact)
+                    if maps is not None:
+                        attention.add(maps, batch, length)
+                if counts[li][di] == 0:
+                    notes.append(f"{variant} prompts do not fit in {length} tokens; that row is empty")
+                    break
+                accuracy[li][di] = right / counts[li][di]
+                if rank_sum:
+                    ranks[li][di] = rank_sum / counts[li][di]
+        has_ranks = any(r is not None for row in ranks for r in row)
+        grids[variant] = RetrievalGrid(
+            variant=variant,
+            lengths=list(lengths),
+            depths=list(depths),
+            accuracy=accuracy,
+            samples=counts,
+            threshold=threshold,
+            effective_length=effective_length(lengths, accuracy, threshold),
+            mean_rank=ranks if has_ranks else None,
+            candidates=source.candidates if has_ranks else None,
+        )
+    return grids, (attention.summary() if attention is not None else None)
+
+
+def effective_length(lengths, accuracy, threshold) -> int | None:
+    """The longest length up to which every probed length's mean accuracy over depths stays ≥ threshold.
+
+    Lengths where no prompt fits are skipped: they say nothing either way.
+    """
+    effective = None
+    for length, row in zip(lengths, accuracy):
+        cells = [a for a in row if a is not None]
+        if not cells:
+            continue
+        if sum(cells) / len(cells) < threshold:
+            break
+        effective = length
+    return effective
+
+
+@torch.no_grad()
+def _answer_and_maps(model, batch: Batch, want_maps: bool):
+    """Greedy exact match per prompt and, if asked, the maps at every position some row is scored at."""
+    scored = batch.targets != IGNORE
+    if not want_maps:
+        logits = model(batch.inputs)
+        return ((logits.argmax(-1) == batch.targets) | ~scored).all(dim=1), None
+    positions = scored.any(dim=0).nonzero().flatten()
+    with capture_attention(model, query_positions=positions.tolist()) as capture:
+        logits = model(batch.inputs)
+    return ((logits.argmax(-1) == batch.targets) | ~scored).all(dim=1), capture.maps
+
+
+class AnswerAttention:
+    """Accumulates docs/formulas.md §6 measurements per layer at the positions each row is scored at."""
+
+    def __init__(self):
+        self.values: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self.needle_by_length: dict[int, dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, maps: dict[int, AttentionMaps], batch: Batch, length: int) -> None:
+        for layer, layer_maps in maps.items():
+            positions = layer_maps.query_positions
+            weights = layer_maps.weights  # (B, H, P, T)
+            asked = (batch.targets[:, positions] != IGNORE).to(weights.device)  # (B, P): where each row is scored
+
+            def per_head(values):  # (B, H, P) -> the scored entries
+                return values.transpose(1, 2)[asked].flatten().cpu()
+
+            spans = batch.evidence[:, positions].to(weights.device)  # (B, P, 2)
+            keys = torch.arange(weights.shape[-1], device=weights.device)
+            needle = stats.span_mass(weights, spans[:, None])  # (B, H, P)
+            before_question = keys[None, :] < batch.question_start.to(weights.device)[:, None]  # (B, T)
+            context_mass = (weights * before_question[:, None, None]).sum(-1)
+            collected = self.values[layer]
+            collected["needle_mass"].append(per_head(needle))
+            collected["noise"].append(per_head(context_mass - needle))
+            collected["entropy"].append(per_head(stats.normalized_entropy(weights, positions)))
+            collected["head_diversity"].append(stats.head_diversity(weights.transpose(1, 2))[asked].cpu())
+            self.needle_by_length[length][layer].append(per_head(needle))
+            parts = layer_maps.differential
+            if parts is not None:
+                lam = parts.lam if parts.lam.dim() == 0 else per_head(parts.lam)
+                collected["lambda_value"].append(lam.flatten().cpu())
+                collected["a1_a2_cosine"].append(per_head(stats.cosine_similarity(parts.a1, parts.a2)))
+                collected["a1_a2_js"].append(per_head(stats.js_divergence(parts.a1, parts.a2)))
+                collected["negative_share"].append(per_head(stats.negative_share(weights)))
+
+    def summary(self) -> AttentionSummary:
+        layers = {
+            layer: LayerAttention(**{name: stats.summarize(torch.cat(v)) for name, v in values.items()})
+            for layer, values in sorted(self.values.items())
+        }
+        average = None
+        if layers:
+            names = next(iter(layers.values())).measured()
+            average = LayerAttention(
+                **{
+                    name: stats.summarize(torch.tensor([layer.measured()[name] for layer in layers.values()]))
+                    for name in names
+                }
+            )
+        by_length = {
+            length: {layer: stats.summarize(torch.cat(v)) for layer, v in sorted(layers_.items())}
+            for length, layers_ in self.needle_by_length.items()
+        }
+        return AttentionSummary(layers, average, by_length)

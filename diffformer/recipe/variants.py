@@ -1,0 +1,68 @@
+"""Variants: a recipe's `variants:` grid expanded into one validated recipe per combination."""
+
+import itertools
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diffformer.errors import RecipeError
+from diffformer.recipe.loading import apply_override, read_with_overrides, validate_recipe
+from diffformer.recipe.schema import Recipe
+
+
+def variant_label(assignment: dict[str, Any]) -> str:
+    """A folder name from a variant's values: 'kind=vanilla,seed=1' (the last part of each dotted key)."""
+    parts = []
+    for key, value in assignment.items():
+        if isinstance(value, dict):
+            value = value.get("kind", value.get("task", json.dumps(value, sort_keys=True)))
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}={text}")
+    return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+def expand_variants(
+    path: Path | str, overrides: typing.Sequence[str] = (), only: typing.Sequence[str] = ()
+) -> list[tuple[dict[str, Any], Recipe]]:
+    """Every combination of a recipe's `variants:` as (assignment, validated recipe).
+
+    Each variant runs in <output or runs/name>/<label> with name "<name>/<label>". `only`
+    entries KEY=VALUE keep the variants whose KEY (dotted, or its last part) has that value.
+    All variants are validated before any is trained.
+    """
+    path = Path(path)
+    raw = read_with_overrides(path, overrides)
+    grid = raw.pop("variants", None) or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise RecipeError(f"recipe {path}: variants: expected a mapping of dotted keys to non-empty lists")
+    filters = []
+    for item in only:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RecipeError(f"--only expects KEY=VALUE, e.g. kind=vanilla (got {item!r})")
+        matches = [k for k in grid if k == key or k.rsplit(".", 1)[-1] == key]
+        if not matches:
+            raise RecipeError(f"--only {key}: not a variant key; the variants are {', '.join(grid)}")
+        filters.append((matches[0], yaml.safe_load(value)))
+    base_output = Path(raw.get("output") or Path("runs") / str(raw.get("name", "recipe")))
+    expanded = []
+    for values in itertools.product(*grid.values()):
+        assignment = dict(zip(grid, values))
+        if any(assignment[key] != value and str(assignment[key]) != str(value) for key, value in filters):
+            continue
+        variant = json.loads(json.dumps(raw))
+        for key, value in assignment.items():
+            apply_override(variant, f"{key}={json.dumps(value)}")
+        label = variant_label(assignment)
+        variant["name"] = re.sub(
+            r"[^A-Za-z0-9._-]", "_", f"{raw.get('name', 'recipe')}.{label}".replace("=", "-").replace(",", ".")
+        )
+        variant["output"] = str(base_output / label)
+        expanded.append((assignment, validate_recipe(variant, f"{path} [variant {label}]", path.parent)))
+    if not expanded:
+        raise RecipeError(f"--only {' '.join(only)} matches no variant of {path}")
+    return expanded

@@ -1,0 +1,49 @@
+"""The `train:` and `eval:` sections of a recipe: optimisation, bookkeeping and periodic evaluation."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    """Optimisation and bookkeeping of a training run."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(1000, gt=0, description="Optimizer steps.")
+    batch_size: int = Field(32, gt=0, description="Sequences per micro-batch (per process under torchrun).")
+    grad_accumulation: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Cosine decay ends at lr × this.")
+    warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default min(100, steps/10).")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW decay on weight matrices only.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the global gradient norm (null: no clipping).")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast on CPU or CUDA.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = Field(10, gt=0, description="Steps between metrics.jsonl lines.")
+    checkpoint_every: int = Field(
+        200, gt=0, description="Steps between checkpoints (one is always written at the end)."
+    )
+    keep_checkpoints: int = Field(2, gt=0, description="How many of the latest checkpoints to keep.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.warmup_steps is not None and self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1) (got {list(self.betas)})")
+        return self
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(100, self.steps // 10)
+
+
+class EvalConfig(BaseModel):
+    """Periodic evaluation on held-out batches (the same batches every time)."""
+
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(200, gt=0, description="Steps between evaluations (and one at the end).")
+    batches: int = Field(8, gt=0, description="Held-out batches per evaluation.")
+    batch_size: int | None = Field(None, gt=0, description="Default: train.batch_size.")

@@ -1,0 +1,55 @@
+"""What the training loop tells the world, and who listens.
+
+The loop is headless: it trains and calls its listeners at fixed points. The metrics
+file is a listener; the console progress bar (diffformer/progress.py) is one the CLI
+attaches; experiment trackers and attention tracking are further listeners. Under
+torchrun only rank 0 gets listeners, so nothing here needs to know about ranks.
+"""
+
+from dataclasses import dataclass
+
+from diffformer.run_folder import RunFolder
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """After every optimizer step."""
+
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+
+
+class TrainingListener:
+    """Hooks the training loop calls, in this order; override the ones you need."""
+
+    def on_start(self, name: str, step: int, total_steps: int, resumed_from: str | None) -> None:
+        """Training begins at `step` (0, or the step of the checkpoint named by `resumed_from`)."""
+
+    def on_step(self, report: StepReport) -> None:
+        """An optimizer step finished."""
+
+    def on_record(self, record: dict) -> None:
+        """A metrics record (log cadence and evaluations): step, tokens, loss, lr, ..., eval_*."""
+
+    def on_interrupt(self) -> None:
+        """Ctrl-C arrived: the step finishes and a checkpoint is saved before the loop stops."""
+
+    def on_end(self) -> None:
+        """The loop stopped, finished or not (always called, even when training fails)."""
+
+
+class MetricsFileWriter(TrainingListener):
+    """Appends every record to RUN/metrics.jsonl."""
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+
+    def on_record(self, record: dict) -> None:
+        self.folder.append_metrics(record)
+
+
+def notify(listeners, event: str, *args) -> None:
+    for listener in listeners:
+        getattr(listener, event)(*args)

@@ -1,0 +1,236 @@
+"""The training loop itself: step (forward, loss, backward, clip, optimizer step), record, checkpoint.
+
+Exact resume rests on three facts: every batch is a pure function of (seed, batch
+index); dropout's generator is re-seeded from (seed, step, rank) at every step; and
+checkpoints hold weights, AdamW moments and the step. So a run killed at any moment
+and resumed ends with the same weights as one never interrupted (on the same
+device and thread count).
+"""
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from diffformer.checkpoint import save_checkpoint
+from diffformer.devices import autocast_for
+from diffformer.errors import DiffformerError, TrainingDiverged
+from diffformer.metrics import evaluate, scored_loss
+from diffformer.recipe import Recipe
+from diffformer.run_folder import RunFolder
+from diffformer.training import distributed
+from diffformer.training.listeners import StepReport, notify
+from diffformer.training.optimizer import learning_rate
+
+
+class Interrupted(DiffformerError):
+    """Ctrl-C: a checkpoint was saved and the run can be resumed."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    name: str
+    steps: int
+    tokens_seen: int
+    parameters: int
+    wall_seconds: float
+    final_loss: float
+    resumed_from: int | None
+    eval: dict[str, float] = field(default_factory=dict)
+    already_finished: bool = False
+
+    def summary(self) -> dict:
+        """What RUN/summary.json records."""
+        return {
+            "name": self.name,
+            "finished": True,
+            "steps": self.steps,
+            "tokens_seen": self.tokens_seen,
+            "parameters": self.parameters,
+            "wall_seconds": self.wall_seconds,
+            "final_loss": self.final_loss,
+            "eval": self.eval,
+        }
+
+
+class _Throughput:
+    """Tokens per second since the last time it was read."""
+
+    def __init__(self):
+        self.started, self.tokens = time.perf_counter(), 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def read_and_reset(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        rate = self.tokens / max(elapsed, 1e-9)
+        self.started, self.tokens = time.perf_counter(), 0
+        return rate
+
+
+class Trainer:
+    """One training run's state and the steps that advance it; reports to `listeners` (rank 0 only)."""
+
+    def __init__(self, recipe: Recipe, stored_recipe: dict, data, model, optimizer, progress, device, info, listeners):
+        self.recipe, self.stored_recipe = recipe, stored_recipe
+        self.config = recipe.train
+        self.folder = RunFolder(recipe.run_dir)
+        self.data, self.model, self.optimizer = data, model, optimizer
+        self.progress, self.device, self.info = progress, device, info
+        self.listeners = list(listeners) if info.is_main else []
+        self.forward_model = model
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if self.config.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.interrupted = False
+        self.last_loss = math.nan
+        self.last_eval: dict[str, float] = {}
+        self.eval_batch_size = recipe.eval.batch_size or self.config.batch_size
+
+    def run(self) -> TrainResult:
+        """Train up to train.steps; returns the result (the caller writes the summary)."""
+        started, wall_before = time.perf_counter(), self.progress.wall_seconds
+        throughput = _Throughput()
+        with self._ctrl_c_saves_a_checkpoint():
+            while self.progress.step < self.config.steps:
+                tokens, grad_norm, lr = self._step()
+                throughput.add(tokens)
+                self.progress.wall_seconds = wall_before + time.perf_counter() - started
+                step, last = self.progress.step, self.progress.step == self.config.steps
+                notify(self.listeners, "on_step", StepReport(step, self.config.steps, self.last_loss, lr))
+                record = self._record(step, last, grad_norm, lr, throughput)
+                if record:
+                    notify(self.listeners, "on_record", record)
+                if step % self.config.checkpoint_every == 0 or last or self.interrupted:
+                    self._checkpoint()
+                if self.interrupted and not last:
+                    raise Interrupted(
+                        f"interrupted at step {step}; checkpoint saved in {self.folder.path}; "
+                        f"continue with: diffformer train {self.folder.path} --resume"
+                    )
+        return TrainResult(
+            self.folder.path,
+            self.recipe.name,
+            self.progress.step,
+            self.progress.tokens_seen,
+            self.model.num_parameters(),
+            self.progress.wall_seconds,
+            self.last_loss,
+            None,
+            self.last_eval,
+        )
+
+    def _record(self, step: int, last: bool, grad_norm: float, lr: float, throughput: _Throughput) -> dict:
+        """The metrics record of this step: training numbers on the log cadence, eval_* on the eval cadence."""
+        record = {}
+        if step % self.config.log_every == 0 or last:
+            record = {
+                "step": step,
+                "tokens": self.progress.tokens_seen,
+                "loss": self.last_loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_sec": throughput.read_and_reset(),
+                "elapsed": self.progress.wall_seconds,
+            }
+        if step % self.recipe.eval.every == 0 or last:
+            self.last_eval = self._evaluate()
+            record = {
+                "step": step,
+                "tokens": self.progress.tokens_seen,
+                **record,
+                **{f"eval_{k}": v for k, v in self.last_eval.items()},
+            }
+        return record
+
+    @contextmanager
+    def _ctrl_c_saves_a_checkpoint(self):
+        def on_interrupt(signum, frame) -> None:
+            # The first Ctrl-C finishes the step and saves; a second one stops at once.
+            self.interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            notify(self.listeners, "on_interrupt")
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _step(self) -> tuple[int, float, float]:
+        """One optimizer step over grad_accumulation micro-batches; returns (tokens, grad norm, lr)."""
+        config, step, info = self.config, self.progress.step, self.info
+        lr = learning_rate(step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(_step_seed(self.recipe.seed, step, info.rank))  # dropout, resumable
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = torch.zeros((), device=self.device)
+        tokens = 0
+        for micro in range(config.grad_accumulation):
+            index = (step * config.grad_accumulation + micro) * info.world_size + info.rank
+            batch = self.data.batch(self.recipe.seed, "train", index, config.batch_size).to(self.device)
+            with autocast_for(self.device, config.precision):
+                loss = scored_loss(self.forward_model(batch.inputs), batch.targets) / config.grad_accumulation
+            loss.backward()
+            total_loss += loss.detach()
+            tokens += batch.inputs.numel() * info.world_size
+        total_loss = distributed.mean_across_ranks(total_loss, info)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
+        if not (torch.isfinite(total_loss) and torch.isfinite(grad_norm)):
+            kept = self.folder.complete_checkpoints()
+            where = f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"loss became {total_loss.item()} (grad norm {grad_norm.item()}) at step "
+                f"{step + 1}; training stopped and {where} in {self.folder.path}"
+            )
+        self.optimizer.step()
+        self.last_loss = total_loss.item()
+        self.progress.step += 1
+        self.progress.tokens_seen += tokens
+        return tokens, grad_norm.item(), lr
+
+    def _evaluate(self) -> dict[str, float]:
+        # Rank 0 evaluates while the others wait: metrics are logged once, from one process.
+        metrics = {}
+        if self.info.is_main:
+            metrics = evaluate(
+                self.model,
+                self.data,
+                self.recipe.seed,
+                self.recipe.eval.batches,
+                self.eval_batch_size,
+                self.device,
+                self.config.precision,
+            )
+        distributed.barrier(self.info)
+        return metrics
+
+    def _checkpoint(self) -> None:
+        if self.info.is_main:
+            save_checkpoint(
+                self.folder.path,
+                self.model,
+                self.optimizer,
+                self.stored_recipe,
+                self.progress,
+                self.config.keep_checkpoints,
+            )
+        distributed.barrier(self.info)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + rank) % (2**63)
