@@ -21,7 +21,9 @@ import subprocess
 import sys
 import time
 
-KINDS = ["vanilla", "differential", "differential_v2", "doubly_normalized"]
+from diffformer.model.attention import ATTENTION_KINDS
+
+KINDS = list(ATTENTION_KINDS)
 
 
 def parse_args(argv=None):

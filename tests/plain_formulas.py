@@ -1,4 +1,4 @@
-"""Plain, obviously-correct transcriptions of each attention formula (reference.md §1–4).
+"""Plain, obviously-correct transcriptions of each attention formula (docs/formulas.md §1–4).
 
 Written for clarity, not speed: explicit per-head loops, explicit masks, float64,
 rotary as complex multiplication. The fast modules in diffformer must agree with these.

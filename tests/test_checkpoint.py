@@ -122,3 +122,11 @@ def test_no_pickle_in_checkpoints(tmp_path):
             assert file.suffix in (".safetensors",), file
             header_length = int.from_bytes(file.read_bytes()[:8], "little")
             json.loads(file.read_bytes()[8 : 8 + header_length])  # a plain JSON header, no pickle
+
+
+def test_a_checkpoint_cut_by_one_byte_is_refused(tmp_path):
+    _save(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match="is truncated or not a safetensors file"):
+        load_trained_model(path)

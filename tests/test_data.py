@@ -213,3 +213,11 @@ def test_bits_per_byte_of_a_split_uses_that_splits_own_bytes_per_token(tmp_path)
     model = Transformer(ModelConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2))
     metrics = evaluate(model, data, 0, 2, 4, torch.device("cpu"), split="val")
     assert metrics["bits_per_byte"] == pytest.approx(metrics["loss"] / math.log(2) / data.bytes_per_token("val"))
+
+
+def test_batch_to_moves_every_tensor():
+    batch = MqarTask(task="mqar", vocab_size=32, num_pairs=3, seq_len=24, depth=0.5).batch(0, "probe", 0, 2)
+    moved = batch.to("meta")
+    for name in ("inputs", "targets", "evidence", "question_start"):
+        assert getattr(moved, name).device.type == "meta", name
+    assert moved.needle_start is None

@@ -6,8 +6,9 @@ from conftest import ATTENTION_VARIANTS, small_model
 from pydantic import ValidationError
 
 from diffformer import ModelConfig, Transformer
+from diffformer.model.attention import ATTENTION_KINDS
 
-KINDS = ["vanilla", "differential", "differential_v2", "doubly_normalized"]
+KINDS = list(ATTENTION_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -132,3 +133,20 @@ def test_rope_extrapolates_beyond_max_seq_len_consistently():
     tokens = torch.randint(0, 37, (1, 24))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens)[:, :16], model(tokens[:, :16]), atol=1e-5, rtol=1e-5)
+
+
+def test_each_kind_owns_its_initialisation():
+    """The model's matrix rule does not overwrite a kind's own choice: differential_v2's λ gate keeps
+    PyTorch's Linear default (uniform within ±1/√fan_in), as in the reference implementation."""
+    torch.manual_seed(0)
+    d_model = 64
+    model = Transformer(
+        ModelConfig(vocab_size=50, d_model=d_model, n_layers=2, n_heads=4, attention={"kind": "differential_v2"})
+    )
+    for block in model.blocks:
+        gate = block.attention.lambda_proj.weight
+        assert gate.abs().max() <= d_model**-0.5, "a normal init of the same std exceeds the uniform bound"
+        projection = block.attention.q_proj.weight
+        assert projection.abs().max() > d_model**-0.5, "the projections follow the model's normal rule"
+        residual = block.attention.residual_projection.weight
+        assert residual.std().item() == pytest.approx((3 * d_model) ** -0.5 / 2, rel=0.1), "÷√(2·n_layers)"

@@ -177,3 +177,78 @@ def test_text_needle_prompts_have_exact_length_and_the_needle_at_its_depth(tmp_p
             haystack = 96 - (end - start) - (96 - batch.question_start[b].item())
             assert abs(start / max(haystack, 1) - depth) < 0.1
             assert truths[b] == candidates[b][0] and len(set(candidates[b])) == 10
+
+
+def test_answer_attention_measures_each_row_at_its_own_answer_positions():
+    """Rows of one batch may be scored at different positions (e.g. a list of num_pairs)."""
+    from diffformer.data import Batch
+    from diffformer.model.capture import AttentionMaps
+    from diffformer.probes.retrieval import AnswerAttention
+
+    length = 8
+    targets = torch.full((2, length), -100)
+    targets[0, 6] = 5  # row 0 is asked at position 6, its evidence is keys [1, 3)
+    targets[1, 4] = 5  # row 1 is asked at position 4, its evidence is keys [0, 2)
+    evidence = torch.full((2, length, 2), -1)
+    evidence[0, 6] = torch.tensor([1, 3])
+    evidence[1, 4] = torch.tensor([0, 2])
+    batch = Batch(
+        torch.zeros(2, length, dtype=torch.long), targets, evidence=evidence, question_start=torch.tensor([6, 4])
+    )
+    positions = torch.tensor([4, 6])  # the union of the rows' answer positions
+    weights = torch.zeros(2, 1, 2, length)  # (B, H, P, T)
+    weights[0, 0, 1, 1] = 1.0  # row 0 at position 6: all on its needle
+    weights[0, 0, 0, 0] = 1.0  # row 0 at position 4: not scored, must not count
+    weights[1, 0, 0, 0] = 1.0  # row 1 at position 4: all on its needle
+    weights[1, 0, 1, 5] = 1.0  # row 1 at position 6: not scored, must not count
+    accumulator = AnswerAttention()
+    accumulator.add({0: AttentionMaps(weights, {}, positions)}, batch, length)
+    assert len(torch.cat(accumulator.values[0]["needle_mass"])) == 2, "one value per scored (row, position)"
+    summary = accumulator.summary()
+    assert summary.layers[0].needle_mass == 1.0 and summary.layers[0].noise == 0.0
+
+
+def test_a_cell_gets_the_same_prompts_whatever_else_is_probed():
+    """Prompts depend on a cell's values (variant, length, depth), not on its place in the grid."""
+    from diffformer import ModelConfig, Transformer
+    from diffformer.probes.prompts import SyntheticPrompts
+    from diffformer.probes.retrieval import retrieval_grid
+
+    class RecordingPrompts(SyntheticPrompts):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.seen = {}
+
+        def cell(self, variant, length, depth, key, count):
+            cell = super().cell(variant, length, depth, key, count)
+            self.seen.setdefault((length, depth), []).append(cell.batch.inputs)
+            return cell
+
+    model = Transformer(ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2)).eval()
+    task = MqarTask(task="mqar", vocab_size=32, num_pairs=3, seq_len=24)
+
+    def prompts(lengths, depths):
+        source = RecordingPrompts(task, ["mqar"], 1234)
+        retrieval_grid(model, source, lengths, depths, 8, 4, "cpu", 0.856, with_attention=False, notes=[])
+        return source.seen
+
+    alone, together = prompts([24], [0.5]), prompts([16, 24, 48], [0.0, 0.5])
+    assert len(alone[(24, 0.5)]) == 2, "two batches of 4 for 8 samples"
+    for first, second in zip(alone[(24, 0.5)], together[(24, 0.5)]):
+        assert torch.equal(first, second)
+    assert not torch.equal(alone[(24, 0.5)][0], alone[(24, 0.5)][1]), "batches within a cell differ"
+
+
+def test_lengths_where_no_prompt_fits_are_reported_not_a_crash(trained):
+    result = runner.invoke(app, ["probe", str(trained), "--json", "--lengths", "4,24", "--samples", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    grid = report["retrieval"]["mqar"]
+    assert grid["accuracy"][0] == [None] * 5 and None not in grid["accuracy"][1]
+    assert any("do not fit in 4 tokens" in note for note in report["notes"])
+    if all(a >= grid["threshold"] for a in grid["accuracy"][1]):
+        assert grid["effective_length"] == 24, "a length without prompts does not end the effective length"
+    only_short = runner.invoke(app, ["probe", str(trained), "--json", "--lengths", "4", "-p", "attention"])
+    assert only_short.exit_code == 0, only_short.output
+    layers = json.loads(only_short.stdout)["attention"]["layers"]
+    assert layers["0"]["needle_mass"] is None and layers["0"]["key_coverage"]["min"] >= 0

@@ -311,3 +311,70 @@ def test_weight_decay_skips_norms_lambdas_and_embeddings():
         "final_norm.weight",
     } <= kept_names
     assert decayed["weight_decay"] == 0.1 and kept["weight_decay"] == 0.0
+
+
+def test_a_torn_last_metrics_line_does_not_stop_a_resume(tmp_path):
+    recipe = _recipe(tmp_path, "run", steps=6)
+    assert runner.invoke(app, ["train", str(recipe)]).exit_code == 0
+    run = tmp_path / "run"
+    (run / "summary.json").unlink()  # as if killed before finishing...
+    with open(run / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"step": 7, "tokens": 12')  # ...in the middle of writing a line
+    result = runner.invoke(app, ["train", str(recipe), "--resume", "--set", "train.steps=9"])
+    assert result.exit_code == 0, result.output
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))
+
+
+def test_a_corrupt_line_inside_metrics_is_a_clear_error(tmp_path):
+    from diffformer.errors import CheckpointError
+
+    folder = RunFolder(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2: not a JSON record"):
+        folder.read_metrics()
+
+
+def test_the_loop_is_headless_and_reports_to_listeners(tmp_path):
+    from diffformer.recipe import load_recipe
+    from diffformer.training.listeners import TrainingListener
+    from diffformer.training.loop import train
+
+    class Recorder(TrainingListener):
+        def __init__(self):
+            self.events = []
+
+        def on_start(self, name, step, total_steps, resumed_from):
+            self.events.append(("start", step, total_steps, resumed_from))
+
+        def on_step(self, report):
+            self.events.append(("step", report.step))
+
+        def on_record(self, record):
+            self.events.append(("record", record["step"], "eval_loss" in record))
+
+        def on_end(self):
+            self.events.append(("end",))
+
+    listener = Recorder()
+    result = train(load_recipe(_recipe(tmp_path, "run", steps=6, log_every=3)), listeners=[listener])
+    assert result.steps == 6 and not result.already_finished
+    assert listener.events[0] == ("start", 0, 6, None) and listener.events[-1] == ("end",)
+    assert [e[1] for e in listener.events if e[0] == "step"] == [1, 2, 3, 4, 5, 6]
+    assert [e[1:] for e in listener.events if e[0] == "record"] == [(3, False), (6, True)]
+    again = train(load_recipe(_recipe(tmp_path, "run", steps=6)), resume=True, listeners=[listener])
+    assert again.already_finished and again.final_loss == result.final_loss
+
+
+def test_evaluate_restores_training_mode_when_a_batch_fails():
+    from diffformer import ModelConfig, Transformer
+    from diffformer.metrics import evaluate
+
+    class BrokenData:
+        def batch(self, seed, split, index, batch_size):
+            raise RuntimeError("disk gone")
+
+    model = Transformer(ModelConfig(vocab_size=20, d_model=16, n_layers=1, n_heads=2)).train()
+    with pytest.raises(RuntimeError, match="disk gone"):
+        evaluate(model, BrokenData(), 0, 2, 4, torch.device("cpu"))
+    assert model.training, "evaluate must hand the model back in training mode"

@@ -1,4 +1,4 @@
-"""Built-in synthetic tasks, generated on the fly (reference.md §5, §7).
+"""Built-in synthetic tasks, generated on the fly (docs/formulas.md §5, §7).
 
 Every batch is a pure function of (seed, split, batch index), so resuming a run needs
 only the number of batches already drawn, and two checkpoints probed with the same
