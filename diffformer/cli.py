@@ -70,6 +70,12 @@ def train(
     only: Annotated[
         list[str], typer.Option("--only", help="With variants: train only those with KEY=VALUE (repeatable).")
     ] = [],
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain", help="Train anew any run whose recorded settings differ from the recipe (else refused)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a model from a recipe into a run folder (runs/<name> by default).
@@ -86,7 +92,9 @@ def train(
 
     try:
         with user_errors():
-            outcome = train_from_path(recipe, set_, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr))
+            outcome = train_from_path(
+                recipe, set_, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain
+            )
     except KeyboardInterrupt:
         stderr.print("[bold red]error:[/bold red] interrupted twice; stopped without saving this step")
         raise typer.Exit(130) from None

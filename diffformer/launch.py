@@ -54,8 +54,12 @@ def train_from_path(
     resume: bool = False,
     listeners: Sequence[TrainingListener] = (),
     sweep_listener: SweepListener | None = None,
+    retrain: bool = False,
 ) -> TrainOutcome:
-    """Train what `path` names: a run folder resumes with its own recipe.yaml; a recipe trains (or sweeps)."""
+    """Train what `path` names: a run folder resumes with its own recipe.yaml; a recipe trains (or sweeps).
+
+    retrain: runs whose recorded settings differ from the recipe are trained anew instead of refused.
+    """
     path = Path(path)
     if path.is_dir():
         folder = RunFolder(path)
@@ -66,10 +70,10 @@ def train_from_path(
     else:
         recipe = load_recipe(path, overrides)
         if recipe.variants:
-            return train_variants(path, overrides, only, listeners, sweep_listener)
+            return train_variants(path, overrides, only, listeners, sweep_listener, retrain)
     if only:
         raise RecipeError("--only selects variants, but this recipe has no variants")
-    return TrainOutcome(result=train(recipe, resume=resume, listeners=listeners))
+    return TrainOutcome(result=train(recipe, resume=resume, listeners=listeners, retrain=retrain))
 
 
 def train_variants(
@@ -78,8 +82,12 @@ def train_variants(
     only: Sequence[str] = (),
     listeners: Sequence[TrainingListener] = (),
     sweep_listener: SweepListener | None = None,
+    retrain: bool = False,
 ) -> TrainOutcome:
-    """Train every variant (all validated first), then compare them when there are several."""
+    """Train every variant (all validated first), then compare them when there are several.
+
+    A finished variant is reused only when its recorded settings match; see `train`.
+    """
     sweep_listener = sweep_listener or SweepListener()
     variants = expand_variants(path, overrides, only)
     sweep_listener.on_plan(path, len(variants))
@@ -88,7 +96,7 @@ def train_variants(
         label = ", ".join(f"{k}={v}" for k, v in assignment.items())
         started = RunFolder(variant.run_dir).is_occupied()
         sweep_listener.on_variant_start(label, variant.run_dir, started)
-        result = train(variant, resume=started, listeners=listeners)
+        result = train(variant, resume=started, listeners=listeners, retrain=retrain)
         sweep_listener.on_variant_end(label, result)
         outcome.variants.append(VariantRun(label, assignment, result))
     if len(variants) > 1:

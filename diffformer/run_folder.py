@@ -1,5 +1,7 @@
 """The run folder: one home for its layout and for reading and writing its plain files.
 
+    RUN/run.json                     marks a run folder: its defining settings and their fingerprint
+    RUN/.lock                        held (flock) by the process training into the folder
     RUN/recipe.yaml                  the resolved recipe
     RUN/model.safetensors            latest weights (metadata: format, version, recipe, step, tokens)
     RUN/tokenizer.json               text runs
@@ -9,20 +11,30 @@
     RUN/probes/                      probe.json and pictures of the last `diffformer probe`
 
 Safetensors files are read and written by `checkpoint.py`; everything else about the
-folder (names, "is it finished?", tolerant readers of the JSON files) lives here, so
-no other module spells a file name.
+folder (names, ownership, tolerant readers of the JSON files) lives here, so no other
+module spells a file name. diffformer deletes or replaces only files it writes itself,
+by these names; a folder holding anything else is not a run and is refused.
 """
 
+import fcntl
 import json
+import os
+import re
 import shutil
+import socket
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from diffformer.atomic import TEMPORARY_PREFIX, atomic_write
-from diffformer.errors import CheckpointError
+from diffformer.errors import CheckpointError, DiffformerError
 
+MANIFEST_FILE = "run.json"
+LOCK_FILE = ".lock"
 RECIPE_FILE = "recipe.yaml"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
@@ -32,6 +44,11 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINTS = "checkpoints"
 PROBES = "probes"
 PROBE_FILE = "probe.json"
+RUN_FORMAT = "diffformer-run"
+# Everything a run writes at its top level; only these are ever replaced or removed.
+RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, METRICS_FILE, SUMMARY_FILE)
+RUN_FOLDERS = (CHECKPOINTS, PROBES)
+CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,73 @@ class RunFolder:
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:08d}"
 
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / MANIFEST_FILE
+
     def is_occupied(self) -> bool:
-        return self.path.is_dir() and any(self.path.iterdir())
+        """Holds anything at all (a lock file left by a run that wrote nothing else does not count)."""
+        return self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir())
+
+    def is_run(self) -> bool:
+        """A folder diffformer trained into (run.json; or recipe.yaml, for runs from before run.json)."""
+        return self.manifest_file.is_file() or self.recipe_file.is_file()
+
+    def foreign_entries(self) -> list[str]:
+        """Names in the folder that diffformer did not write (temporaries of its own writes excepted)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in RUN_FILES + RUN_FOLDERS and not _is_own_temporary(p.name, RUN_FILES)
+        )
+
+    @contextmanager
+    def lock(self):
+        """Own the folder for the duration: an advisory lock that dies with its process (no stale locks).
+
+        A second process gets a RunFolderBusy error naming the holder.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / LOCK_FILE, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunFolderBusy(f"run folder {self.path} is in use by {holder}; wait for it to finish") from None
+            handle.seek(0)
+            handle.truncate()
+            command = " ".join(["diffformer", *sys.argv[1:]])[:200]
+            handle.write(
+                f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')} ({command})"
+            )
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
+
+    def discard_results(self) -> None:
+        """Remove what diffformer wrote here (to train again from scratch); anything else stays."""
+        for name in RUN_FILES:
+            if name != LOCK_FILE:
+                (self.path / name).unlink(missing_ok=True)
+        if self.checkpoints_dir.is_dir():
+            for checkpoint in self.checkpoints_dir.iterdir():
+                if CHECKPOINT_NAME.fullmatch(checkpoint.name):
+                    shutil.rmtree(checkpoint)
+        self.remove_interrupted_writes()
+
+    # run.json
+
+    def read_manifest(self) -> dict | None:
+        return read_json(self.manifest_file) if self.manifest_file.is_file() else None
+
+    def write_manifest(self, settings: dict, fingerprint: str, history: list | None = None) -> None:
+        manifest = {"format": RUN_FORMAT, "fingerprint": fingerprint, "settings": settings, "history": history or []}
+        atomic_write(self.manifest_file, json.dumps(manifest, indent=2, default=str) + "\n")
 
     def complete_checkpoints(self) -> list[Path]:
         """Finished checkpoint folders, oldest first (temporary leftovers are not listed)."""
@@ -82,10 +164,12 @@ class RunFolder:
         return sorted(found, key=lambda p: p.name)
 
     def remove_interrupted_writes(self) -> None:
-        """Delete what a killed write left behind (temporary files and folders)."""
-        for folder in (self.path, self.checkpoints_dir):
-            if folder.is_dir():
-                for leftover in folder.glob(f"{TEMPORARY_PREFIX}*"):
+        """Delete what a killed write of ours left behind: `.tmp-<one of our names>.<pid>`, nothing else."""
+        for folder, names in ((self.path, RUN_FILES), (self.checkpoints_dir, None)):
+            if not folder.is_dir():
+                continue
+            for leftover in folder.iterdir():
+                if _is_own_temporary(leftover.name, names):
                     if leftover.is_dir():
                         shutil.rmtree(leftover, ignore_errors=True)
                     else:
@@ -141,6 +225,18 @@ class RunFolder:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.summary_file, json.dumps(summary, indent=2) + "\n")
+
+
+class RunFolderBusy(DiffformerError):
+    """Another process is training into this run folder."""
+
+
+def _is_own_temporary(name: str, names: tuple[str, ...] | None) -> bool:
+    """A temporary of atomic_write for one of `names` (None: a checkpoint folder), e.g. .tmp-summary.json.1234."""
+    match = re.fullmatch(rf"{re.escape(TEMPORARY_PREFIX)}(.+)\.\d+", name)
+    if match is None:
+        return False
+    return CHECKPOINT_NAME.fullmatch(match.group(1)) is not None if names is None else match.group(1) in names
 
 
 def probes_dir_for(model_file: Path) -> Path:

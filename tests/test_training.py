@@ -236,7 +236,7 @@ def test_existing_run_folder_is_not_overwritten_and_resume_checks_the_recipe(tmp
     again = runner.invoke(app, ["train", str(recipe)])
     assert again.exit_code == 2 and "already exists; add --resume" in again.stderr
     changed = runner.invoke(app, ["train", str(recipe), "--resume", "--set", "model.d_model=64"])
-    assert changed.exit_code == 2 and "the recipe's model differ" in changed.stderr
+    assert changed.exit_code == 2 and "settings differ from the recipe's (model.d_model: 32 → 64)" in changed.stderr
     after = _weights(tmp_path / "run")
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from diffformer.comparison.records import RunRecord
 from diffformer.probes.results import RetrievalGrid
+from diffformer.recipe.fingerprint import flatten
 from diffformer.strict_json import json_ready
 
 UNCOMPARED_KEYS = ("seed", "name", "output")
@@ -164,17 +165,6 @@ def _verdicts(row: Row) -> list[str]:
         else:
             verdicts.append(f"{delta:+.4g}")
     return verdicts
-
-
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def comparison_as_dict(comparison: Comparison) -> dict:

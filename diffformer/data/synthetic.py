@@ -9,9 +9,10 @@ token position t must predict, IGNORE where the position is not scored.
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from diffformer.data.batch import IGNORE, Batch, batch_from_arrays, example_rng
+from diffformer.sections import MAX_TOKENS, Section
 
 SeqLen = int | list[int]
 
@@ -20,10 +21,8 @@ def _lengths(value: SeqLen) -> list[int]:
     return [value] if isinstance(value, int) else list(value)
 
 
-class SyntheticTask(BaseModel):
+class SyntheticTask(Section):
     """Shared fields: `seq_len` is one length or a list; with a list each batch draws one (mixed lengths)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     @property
     def max_length(self) -> int:
@@ -40,8 +39,8 @@ class SyntheticTask(BaseModel):
 
 def _check_lengths(value: SeqLen) -> SeqLen:
     lengths = _lengths(value)
-    if not lengths or any(n <= 0 for n in lengths):
-        raise ValueError("seq_len must be a positive integer or a non-empty list of them")
+    if not lengths or any(isinstance(n, bool) or n <= 0 or n > MAX_TOKENS for n in lengths):
+        raise ValueError(f"seq_len must be a positive integer up to {MAX_TOKENS} or a non-empty list of them")
     return value
 
 
@@ -57,7 +56,9 @@ class MqarTask(SyntheticTask):
     """
 
     task: Literal["mqar"]
-    vocab_size: int = Field(128, ge=8, description="Token ids: keys take the lower half, values the upper.")
+    vocab_size: int = Field(
+        128, ge=8, le=MAX_TOKENS, description="Token ids: keys take the lower half, values the upper."
+    )
     num_pairs: int | list[int] = Field(8, description="Key–value pairs per sequence (a list mixes them).")
     seq_len: SeqLen = Field(128, description="Sequence length, or a list to mix lengths.")
     power_a: float = Field(0.01, gt=0.0, le=1.0, description="Power-law exponent of query gaps.")
@@ -140,9 +141,9 @@ class NeedleTask(SyntheticTask):
     task: Literal["needle"]
     variant: Literal["single", "multi_key", "multi_value", "multi_query"] = "single"
     haystack: Literal["noise", "distractors"] = "noise"
-    vocab_size: int = Field(256, description="All token ids: markers, keys, values, noise.")
-    num_keys: int = Field(64, gt=0)
-    num_values: int = Field(64, gt=0)
+    vocab_size: int = Field(256, le=MAX_TOKENS, description="All token ids: markers, keys, values, noise.")
+    num_keys: int = Field(64, gt=0, le=MAX_TOKENS)
+    num_values: int = Field(64, gt=0, le=MAX_TOKENS)
     seq_len: SeqLen = 256
     depth: float | None = Field(None, ge=0.0, le=1.0, description="Where the needle sits, 0 = start, 1 = end.")
     num_distractors: int = Field(3, ge=0, description="multi_key: needles with other keys.")
@@ -268,8 +269,8 @@ class CopyTask(SyntheticTask):
 
     task: Literal["copy"]
     distribution: Literal["easy", "hard"] = "easy"
-    length: int = Field(40, gt=0, description="Tokens to copy.")
-    vocab: int = Field(60, gt=0, description="easy: tokens to draw from (hard uses `length` tokens).")
+    length: int = Field(40, gt=0, le=MAX_TOKENS, description="Tokens to copy.")
+    vocab: int = Field(60, gt=0, le=MAX_TOKENS, description="easy: tokens to draw from (hard uses `length` tokens).")
 
     @model_validator(mode="after")
     def _fits(self) -> "CopyTask":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from diffformer.data.batch import Batch, example_rng
 from diffformer.data.token_cache import (
@@ -25,14 +25,14 @@ from diffformer.data.token_cache import (
 )
 from diffformer.data.tokenizers import END_OF_TEXT, BpeTokenizer, TokenizerConfig, build_tokenizer
 from diffformer.errors import DataError, first_line
+from diffformer.sections import MAX_TOKENS, Section
 
 LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-class TextTask(BaseModel):
+class TextTask(Section):
     """Language modelling on text from exactly one of: a local `path`, a hub `dataset`, or a `builtin` corpus."""
 
-    model_config = ConfigDict(extra="forbid")
     task: Literal["text"]
     path: Path | None = Field(None, description="Local .txt (one document per line), .jsonl, .json, .parquet or .csv.")
     dataset: str | None = Field(None, description="A Hugging Face hub dataset name (needs the network once).")
@@ -42,7 +42,7 @@ class TextTask(BaseModel):
     text_column: str = "text"
     split: str = "train"
     tokenizer: TokenizerConfig = Field(default_factory=lambda: BpeTokenizer(kind="bpe"))
-    seq_len: int = Field(256, gt=0)
+    seq_len: int = Field(256, gt=0, le=MAX_TOKENS)
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")

@@ -3,33 +3,31 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from diffformer.atomic import atomic_write
 from diffformer.errors import DataError, first_line
+from diffformer.sections import Section
 
 END_OF_TEXT = "<|endoftext|>"
 
 
-class ByteTokenizer(BaseModel):
+class ByteTokenizer(Section):
     """One token per byte (256 ids), no training."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["byte"]
 
 
-class BpeTokenizer(BaseModel):
+class BpeTokenizer(Section):
     """Byte-level BPE trained on the training split, `vocab_size` ids including <|endoftext|>."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["bpe"]
     vocab_size: int = Field(2048, ge=258, le=65536)
 
 
-class FileTokenizer(BaseModel):
+class FileTokenizer(Section):
     """An existing tokenizer.json (relative to the recipe)."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Literal["file"]
     path: Path
 

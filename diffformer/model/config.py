@@ -3,30 +3,39 @@
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from diffformer.model.attention.registry import AttentionConfig
 from diffformer.model.attention.vanilla import VanillaConfig
+from diffformer.sections import MAX_COUNT, MAX_TOKENS, MAX_WIDTH, Section
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Section):
     """Shape and options of a decoder-only transformer; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
-
     vocab_size: int | None = Field(
-        None, gt=0, description="Token ids the model reads and predicts; in a recipe, defaults to the data's."
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Token ids the model reads and predicts; in a recipe, defaults to the data's.",
     )
-    d_model: int = Field(256, gt=0, description="Width of the residual stream.")
-    n_layers: int = Field(4, gt=0, description="Number of transformer blocks.")
-    n_heads: int = Field(8, gt=0, description="Query/key heads of width d_model/n_heads (differential pairs them).")
+    d_model: int = Field(256, gt=0, le=MAX_WIDTH, description="Width of the residual stream.")
+    n_layers: int = Field(4, gt=0, le=MAX_COUNT, description="Number of transformer blocks.")
+    n_heads: int = Field(
+        8, gt=0, le=MAX_COUNT, description="Query/key heads of width d_model/n_heads (differential pairs them)."
+    )
     n_kv_heads: int | None = Field(
-        None, gt=0, description="Key/value heads; fewer than n_heads gives grouped-query attention."
+        None, gt=0, le=MAX_COUNT, description="Key/value heads; fewer than n_heads gives grouped-query attention."
     )
     ffn_hidden: int | None = Field(
-        None, gt=0, description="SwiGLU hidden width; default 8/3·d_model rounded up to a multiple of 64."
+        None,
+        gt=0,
+        le=MAX_WIDTH * 4,
+        description="SwiGLU hidden width; default 8/3·d_model rounded up to a multiple of 64.",
     )
-    max_seq_len: int = Field(1024, gt=0, description="Longest sequence for learned positions and caches.")
+    max_seq_len: int = Field(
+        1024, gt=0, le=MAX_TOKENS, description="Longest sequence for learned positions and caches."
+    )
     position: Literal["rope", "none", "learned"] = Field("rope", description="Position encoding.")
     tie_embeddings: bool = Field(False, description="Share the token embedding with the LM head.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on embeddings and residual branches.")

@@ -81,6 +81,8 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise RecipeError(f"recipe {path} is a folder; expected a YAML file (or a run folder to resume)")
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
     try:
@@ -94,7 +96,30 @@ def _read_yaml(path: Path) -> dict:
         raise RecipeError(f"recipe {path} is not a UTF-8 text file") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path}: expected a mapping of sections (name, model, data, ...)")
+    _check_size(raw, path)
+    output = raw.get("output")
+    if isinstance(output, str) and output and not Path(output).is_absolute():
+        raw["output"] = str(path.parent / output)  # like every path in a recipe, relative to its file
     return raw
+
+
+MAX_RECIPE_VALUES = 100_000
+
+
+def _check_size(raw, path: Path) -> None:
+    """Refuse a recipe that expands to absurdly many values (YAML aliases can nest exponentially)."""
+    budget, stack = MAX_RECIPE_VALUES, [raw]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise RecipeError(
+                f"recipe {path} expands to more than {MAX_RECIPE_VALUES:,} values (nested YAML aliases?)"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from diffformer.recipe.schema import Recipe
+from diffformer.sections import BOOLEAN_NOT_NUMBER
 
 
 def describe_validation_error(error: ValidationError, raw: dict) -> str:
@@ -45,6 +46,8 @@ def describe_validation_error(error: ValidationError, raw: dict) -> str:
             message += f"; expected one of: {', '.join(allowed)}"
     elif first["type"] == "missing":
         message = "required but missing"
+    elif first["type"] == BOOLEAN_NOT_NUMBER:
+        path.append(first["ctx"]["field"])
     elif not isinstance(node, (dict, list)) and first["type"] not in ("value_error", "assertion_error"):
         message += f" (got {json.dumps(node) if not isinstance(node, str) else repr(node)})"
     more = len(problems) - 1

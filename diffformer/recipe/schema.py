@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from diffformer.data import DataConfig
 from diffformer.errors import RecipeError
 from diffformer.model.config import ModelConfig
+from diffformer.sections import MAX_SEED, Section
 from diffformer.training.config import EvalConfig, TrainConfig
 
 
-class Recipe(BaseModel):
+class Recipe(Section):
     """A complete experiment: model, data, training and where the run goes."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name (letters, digits, . _ -).")
     extends: str | None = Field(None, description="A base recipe merged under this one (path relative to this file).")
     variants: dict[str, list[Any]] | None = Field(
@@ -29,7 +29,7 @@ class Recipe(BaseModel):
         description="Dotted keys mapped to lists of values, expanded as a grid: one run per combination, "
         "in runs/<name>/<key=value,...>, followed by a comparison.",
     )
-    seed: int = Field(0, ge=0, description="Seeds initialisation, data and dropout.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds initialisation, data and dropout.")
     model: ModelConfig
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)

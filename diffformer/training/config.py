@@ -2,16 +2,19 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from diffformer.sections import MAX_TOKENS, Section
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Section):
     """Optimisation and bookkeeping of a training run."""
 
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(1000, gt=0, description="Optimizer steps.")
-    batch_size: int = Field(32, gt=0, description="Sequences per micro-batch (per process under torchrun).")
-    grad_accumulation: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    steps: int = Field(1000, gt=0, le=10**9, description="Optimizer steps.")
+    batch_size: int = Field(
+        32, gt=0, le=MAX_TOKENS, description="Sequences per micro-batch (per process under torchrun)."
+    )
+    grad_accumulation: int = Field(1, gt=0, le=MAX_TOKENS, description="Micro-batches per optimizer step.")
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Cosine decay ends at lr × this.")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; default min(100, steps/10).")
@@ -40,10 +43,9 @@ class TrainConfig(BaseModel):
         return self.warmup_steps if self.warmup_steps is not None else min(100, self.steps // 10)
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(Section):
     """Periodic evaluation on held-out batches (the same batches every time)."""
 
-    model_config = ConfigDict(extra="forbid")
     every: int = Field(200, gt=0, description="Steps between evaluations (and one at the end).")
-    batches: int = Field(8, gt=0, description="Held-out batches per evaluation.")
-    batch_size: int | None = Field(None, gt=0, description="Default: train.batch_size.")
+    batches: int = Field(8, gt=0, le=MAX_TOKENS, description="Held-out batches per evaluation.")
+    batch_size: int | None = Field(None, gt=0, le=MAX_TOKENS, description="Default: train.batch_size.")

@@ -6,7 +6,9 @@ Everything that can fail on bad input (the recipe, the data, the run folder's st
 fails before anything in the run folder is written. The loop itself is in trainer.py.
 """
 
+import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from diffformer.devices import pick_device
 from diffformer.errors import RecipeError
 from diffformer.model.transformer import Transformer
 from diffformer.recipe import Recipe
+from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
 from diffformer.run_folder import RunFolder
 from diffformer.training import distributed
 from diffformer.training.listeners import MetricsFileWriter, TrainingListener, notify
@@ -31,25 +34,28 @@ def train(
     resume: bool = False,
     listeners: Sequence[TrainingListener] = (),
     cache_dir: Path | None = None,
+    retrain: bool = False,
 ) -> TrainResult:
     """Train `recipe` into its run folder (continuing from its last checkpoint with `resume`).
 
     `listeners` hear about progress on rank 0; the metrics file is always written.
     A finished run is not trained again: its result comes back with already_finished set.
+    Resuming a run whose recorded settings differ from the recipe is refused, naming the
+    differences (train.steps may grow); with `retrain` such a run is discarded and trained anew.
     """
     info = distributed.process_info()
     device = pick_device(recipe.train.device, info.local_rank)
     distributed.start(info, device)
     try:
-        return _train(recipe, resume, listeners, cache_dir, info, device)
+        return _train(recipe, resume, retrain, listeners, cache_dir, info, device)
     finally:
         distributed.stop(info)
 
 
-def _train(recipe: Recipe, resume, listeners, cache_dir, info, device) -> TrainResult:
+def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) -> TrainResult:
     folder = RunFolder(recipe.run_dir)
-    _check_run_folder(recipe, folder, resume)
-    if resume:
+    start_fresh = _check_run_folder(recipe, folder, resume, retrain)
+    if resume and not start_fresh:
         finished = finished_result(folder, recipe)
         if finished is not None:
             return finished
@@ -59,13 +65,35 @@ def _train(recipe: Recipe, resume, listeners, cache_dir, info, device) -> TrainR
     torch.manual_seed(recipe.seed)
     model = Transformer(model_config).to(device)
     optimizer = build_optimizer(model, recipe.train)
-    if info.is_main:
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.remove_interrupted_writes()
-        folder.write_recipe(resolved.to_yaml())
-        if getattr(data, "tokenizer", None) is not None:
-            folder.write_tokenizer(data.tokenizer.to_str())
-    distributed.barrier(info)
+    with folder.lock() if info.is_main else nullcontext():
+        # Checked again while holding the folder: another process may have written it meanwhile.
+        start_fresh = _check_run_folder(recipe, folder, resume, retrain)
+        if info.is_main:
+            _prepare_folder(folder, resolved, data, start_fresh)
+        distributed.barrier(info)
+        return _run(
+            recipe, resolved, folder, data, model, optimizer, resume and not start_fresh, listeners, info, device
+        )
+
+
+def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool) -> None:
+    """Write the run's recipe, manifest and tokenizer (after discarding an outdated run when asked)."""
+    if start_fresh and folder.is_run():
+        folder.discard_results()
+    folder.remove_interrupted_writes()
+    settings = defining_settings(resolved.stored())
+    manifest = folder.read_manifest() or {}
+    history = manifest.get("history", [])
+    changed = differences(manifest.get("settings", settings), settings)
+    if changed:
+        history.append({"resumed_at": time.strftime("%Y-%m-%d %H:%M:%S"), "changed": changed})
+    folder.write_manifest(settings, fingerprint(settings), history)
+    folder.write_recipe(resolved.to_yaml())
+    if getattr(data, "tokenizer", None) is not None:
+        folder.write_tokenizer(data.tokenizer.to_str())
+
+
+def _run(recipe, resolved, folder, data, model, optimizer, resume, listeners, info, device) -> TrainResult:
     progress, resumed_from = TrainingProgress(), None
     checkpoints = folder.complete_checkpoints() if resume else []
     if checkpoints:
@@ -77,14 +105,8 @@ def _train(recipe: Recipe, resume, listeners, cache_dir, info, device) -> TrainR
         folder.clear_metrics()
     everyone = [MetricsFileWriter(folder), *listeners]
     trainer = Trainer(recipe, resolved.stored(), data, model, optimizer, progress, device, info, everyone)
-    notify(
-        trainer.listeners,
-        "on_start",
-        recipe.name,
-        progress.step,
-        recipe.train.steps,
-        str(checkpoints[-1]) if checkpoints else None,
-    )
+    resumed_name = str(checkpoints[-1]) if checkpoints else None
+    notify(trainer.listeners, "on_start", recipe.name, progress.step, recipe.train.steps, resumed_name)
     try:
         result = trainer.run()
     finally:
@@ -114,24 +136,43 @@ def finished_result(folder: RunFolder, recipe: Recipe) -> TrainResult | None:
     )
 
 
-def _check_run_folder(recipe: Recipe, folder: RunFolder, resume: bool) -> None:
-    """Refuse to overwrite a run, or to resume one with a different model, data or seed."""
-    if folder.is_occupied() and not resume:
+def _check_run_folder(recipe: Recipe, folder: RunFolder, resume: bool, retrain: bool) -> bool:
+    """Whether to start from scratch; refuses what would overwrite or mix runs (nothing is written here).
+
+    Refused: a folder holding files diffformer did not write; an existing run without
+    --resume; resuming with other defining settings (unless `retrain`), or with fewer
+    train.steps than the run's last checkpoint.
+    """
+    if not folder.is_occupied():
+        return True
+    foreign = folder.foreign_entries()
+    if foreign or not folder.is_run():
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RecipeError(
+            f"{folder.path} is not a diffformer run folder (it holds {shown or 'other files'}); "
+            "choose another name or output"
+        )
+    if not resume and not retrain:
         raise RecipeError(
             f"run folder {folder.path} already exists; add --resume to continue it, or choose another name or output"
         )
-    previous = folder.read_recipe() if resume else None
-    if previous is None:
-        return
-    current = recipe.stored()
-    differing = [key for key in ("seed", "data") if previous.get(key) != current.get(key)]
-    # vocab_size is filled in from the data when the recipe leaves it out, so it is not compared.
-    previous_model = {k: v for k, v in (previous.get("model") or {}).items() if k != "vocab_size"}
-    current_model = {k: v for k, v in current["model"].items() if k != "vocab_size"}
-    if previous_model != current_model:
-        differing.append("model")
-    if differing:
+    manifest = folder.read_manifest()
+    recorded = manifest["settings"] if manifest and isinstance(manifest.get("settings"), dict) else None
+    if recorded is None:  # a run from before run.json: compare its recipe.yaml
+        recorded = defining_settings(folder.read_recipe() or {})
+    changed = differences(recorded, defining_settings(recipe.stored()), ignore=EXTENDABLE)
+    if changed:
+        if retrain:
+            return True
         raise RecipeError(
-            f"cannot resume {folder.path}: the recipe's {', '.join(differing)} differ from its "
-            f"{folder.recipe_file.name}"
+            f"cannot resume {folder.path}: its settings differ from the recipe's ({'; '.join(changed)}); "
+            "use another output, or --retrain to discard it and train anew"
         )
+    checkpoints = folder.complete_checkpoints()
+    last_step = int(checkpoints[-1].name.removeprefix("step-")) if checkpoints else 0
+    if last_step > recipe.train.steps:
+        raise RecipeError(
+            f"train.steps ({recipe.train.steps}) is below the last checkpoint of {folder.path} (step {last_step}); "
+            "a run can be continued, not shortened"
+        )
+    return False

@@ -14,20 +14,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from diffformer.model.capture import AttentionCapture, AttentionMaps
 from diffformer.model.position import RotaryEmbedding
+from diffformer.sections import Section
 
 if TYPE_CHECKING:
     from diffformer.model.config import ModelConfig
 
 
-class AttentionKindConfig(BaseModel):
+class AttentionKindConfig(Section):
     """Base for the `model.attention` section of one kind; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
     def check_model(self, model: "ModelConfig") -> None:
         """Raise ValueError if this kind cannot be built with `model`'s shape."""

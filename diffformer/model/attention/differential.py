@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from diffformer.model.attention.base import (
@@ -25,22 +25,21 @@ from diffformer.model.attention.base import (
 )
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 from diffformer.model.norm import RMSNorm
+from diffformer.sections import Section
 
 
-class ExpLambdaInit(BaseModel):
+class ExpLambdaInit(Section):
     """λ_init(l) = 0.8 − 0.6·exp(−0.3·l), l counted from 0 (the paper's default)."""
 
-    model_config = ConfigDict(extra="forbid")
     schedule: Literal["exp"] = "exp"
 
     def value_at(self, layer_index: int) -> float:
         return 0.8 - 0.6 * math.exp(-0.3 * layer_index)
 
 
-class ConstantLambdaInit(BaseModel):
+class ConstantLambdaInit(Section):
     """The same λ_init in every layer (the paper's ablations use 0.8 and 0.5)."""
 
-    model_config = ConfigDict(extra="forbid")
     schedule: Literal["constant"]
     value: float = Field(0.8, ge=0.0, lt=1.0)
 
