@@ -54,6 +54,8 @@ class LoadedModel:
         """
         from diffformer.recipe import data_with_overrides
 
+        if not isinstance(self.recipe.get("data"), dict):
+            raise CheckpointError(f"{self.path}: its recipe has no data section to evaluate or probe on")
         data = dict(self.recipe["data"])
         if data.get("task") == "text":
             if not self.folder.tokenizer_file.is_file():
@@ -151,11 +153,20 @@ def _optimizer_tensors(model, optimizer) -> tuple[dict[str, torch.Tensor], list[
 
 def restore_training(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingProgress:
     """Load weights and optimizer state from a checkpoint folder into `model` and `optimizer`."""
-    _read_metadata(checkpoint / MODEL_FILE)
+    read_checkpoint_info(checkpoint / MODEL_FILE)
     load_model(model, str(checkpoint / MODEL_FILE), strict=True, device=str(next(model.parameters()).device))
-    with safe_open(str(checkpoint / STATE_FILE), "pt") as state_file:
-        metadata = state_file.metadata()
-    tensors = load_file(str(checkpoint / STATE_FILE))
+    try:
+        return _restore_optimizer(checkpoint / STATE_FILE, model, optimizer)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise CheckpointError(
+            f"{checkpoint / STATE_FILE} is malformed or does not belong to this model; "
+            "resume from an earlier checkpoint by removing this one"
+        ) from None
+
+
+def _restore_optimizer(path: Path, model, optimizer) -> TrainingProgress:
+    metadata = _read_metadata(path)
+    tensors = load_file(str(path))
     groups = json.loads(metadata["optimizer"])
     index = {name: i for i, name in enumerate(n for g in groups for n in g["params"])}
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -168,7 +179,18 @@ def restore_training(checkpoint: Path, model: torch.nn.Module, optimizer: torch.
     return TrainingProgress(int(metadata["step"]), int(metadata["tokens_seen"]), float(metadata["wall_seconds"]))
 
 
+@dataclass
+class CheckpointInfo:
+    """A model file's validated metadata."""
+
+    recipe: dict
+    model_config: ModelConfig
+    step: int
+    tokens_seen: int
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a diffformer safetensors file (weights or training state), its format checked."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -178,7 +200,10 @@ def _read_metadata(path: Path) -> dict[str, str]:
         raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a diffformer checkpoint")
-    version = int(metadata.get("format_version", "0"))
+    try:
+        version = int(metadata.get("format_version", "0"))
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path} has a malformed format_version") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {version}; this diffformer "
@@ -187,11 +212,50 @@ def _read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
+def read_checkpoint_info(path: Path) -> CheckpointInfo:
+    """Validate a model file's metadata and its tensors' shapes against the model it describes.
+
+    Nothing is allocated: the expected shapes come from a model built on the meta device, so
+    tampered metadata (a huge d_model, shapes that disagree with the tensors) is refused cheaply.
+    """
+    metadata = _read_metadata(path)
+    if "optimizer" in metadata and "recipe" not in metadata:
+        raise CheckpointError(
+            f"{path} is a training state (optimizer moments), not model weights; "
+            f"give the run folder or the {MODEL_FILE} beside it"
+        )
+    try:
+        recipe = json.loads(metadata["recipe"])
+        step, tokens_seen = int(metadata["step"]), int(metadata["tokens_seen"])
+        model_config = ModelConfig.model_validate(recipe["model"])
+        if step < 0 or tokens_seen < 0:
+            raise ValueError
+    except (KeyError, TypeError, ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
+        raise CheckpointError(f"checkpoint {path} has missing or malformed metadata (recipe, step, tokens)") from None
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in Transformer(model_config).state_dict().items()}
+    with safe_open(str(path), "pt") as file:
+        stored = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    # save_model keeps one of the two names of a tied embedding.
+    tied = {"lm_head.weight", "embed.weight"} if model_config.tie_embeddings else set()
+    mismatched = [name for name in expected if name not in tied and name in stored and stored[name] != expected[name]]
+    missing = [name for name in expected if name not in stored and name not in tied]
+    if tied and not tied & set(stored):
+        missing.append("embed.weight")
+    if mismatched or missing or set(stored) - set(expected):
+        problem = (
+            f"{mismatched[0]} has shape {list(stored[mismatched[0]])}, the recipe says {list(expected[mismatched[0]])}"
+            if mismatched
+            else "its tensors do not match the model its recipe describes"
+        )
+        raise CheckpointError(f"checkpoint {path}: {problem}")
+    return CheckpointInfo(recipe, model_config, step, tokens_seen)
+
+
 def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model from a run folder or a .safetensors checkpoint, validating what it is."""
     folder, file = locate(path)
-    metadata = _read_metadata(file)
-    recipe = json.loads(metadata["recipe"])
-    model = Transformer(ModelConfig.model_validate(recipe["model"]))
+    info = read_checkpoint_info(file)
+    model = Transformer(info.model_config)
     load_model(model, str(file), strict=True, device=str(device))
-    return LoadedModel(model.to(device), recipe, int(metadata["step"]), int(metadata["tokens_seen"]), file, folder)
+    return LoadedModel(model.to(device), info.recipe, info.step, info.tokens_seen, file, folder)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from diffformer import __version__, strict_json
 from diffformer.errors import DiffformerError, RecipeError
@@ -31,13 +32,29 @@ stderr = Console(stderr=True)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """A DiffformerError becomes one line on stderr and its exit code, never a traceback."""
+def user_errors(as_json: bool = False) -> Iterator[None]:
+    """A problem the user can fix becomes one line on stderr and a non-zero exit code, never a traceback.
+
+    DiffformerError: its message and exit code. OSError (a read-only folder, a full disk, a
+    path that is a file): what the system said and the path. With --json, stdout also gets
+    {"error": ..., "exit_code": ...} so scripts never parse a half-written result.
+    """
     try:
         yield
-    except DiffformerError as error:
-        stderr.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(error.exit_code) from None
+    except (DiffformerError, OSError) as error:
+        message, code = (
+            (str(error), error.exit_code) if isinstance(error, DiffformerError) else (describe_os_error(error), 1)
+        )
+        stderr.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+        if as_json:
+            print_json({"error": message, "exit_code": code})
+        raise typer.Exit(code) from None
+
+
+def describe_os_error(error: OSError) -> str:
+    paths = " → ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    reason = error.strerror or type(error).__name__
+    return f"{reason}: {paths}" if paths else reason
 
 
 def print_json(value) -> None:
@@ -91,7 +108,7 @@ def train(
     from diffformer.training.distributed import process_info
 
     try:
-        with user_errors():
+        with user_errors(as_json):
             outcome = train_from_path(
                 recipe, set_, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain
             )
@@ -127,15 +144,13 @@ def eval_(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Sequences per batch.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Data seed (default: the run's).")] = None,
     split: Annotated[str, typer.Option(help="val (held out) or train.")] = "val",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Held-out loss, accuracy and exact match (text: perplexity, bits per byte), each with its standard error."""
     from diffformer.evaluation import evaluate_checkpoint
 
-    with user_errors():
-        if split not in ("val", "train"):
-            raise RecipeError(f"--split must be val or train (got {split!r})")
+    with user_errors(as_json):
         report = evaluate_checkpoint(checkpoint, set_, batches, batch_size, seed, split, device)
     if as_json:
         print_json(report)
@@ -174,13 +189,13 @@ def probe(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for probe.json and PNGs (default RUN/probes).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Long-context retrieval (accuracy over context length × needle depth) and where attention goes."""
     from diffformer.probes.runner import DEFAULT_PROBES, ProbeSettings, default_output_dir, run_probes
 
-    with user_errors():
+    with user_errors(as_json):
         settings = ProbeSettings(
             probes=probe_names or DEFAULT_PROBES,
             lengths=_numbers(lengths, int, "--lengths"),
@@ -218,7 +233,7 @@ def compare(
     """
     from diffformer.comparison import DEFAULT_OUTPUT, compare_runs
 
-    with user_errors():
+    with user_errors(as_json):
         comparison, files = compare_runs(
             runs, probe, output or DEFAULT_OUTPUT, on_probe=lambda run: stderr.print(f"Probing {run}…")
         )
@@ -241,7 +256,8 @@ def schema(
     text = json.dumps(recipe_json_schema(), indent=2)
     if output is None:
         sys.stdout.write(text + "\n")
-    else:
+        return
+    with user_errors():
         output.write_text(text + "\n")
 
 

@@ -4,10 +4,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from diffformer.checkpoint import load_trained_model
 from diffformer.data import prepare_data
+from diffformer.devices import resolve_device
 from diffformer.errors import RecipeError
 from diffformer.metrics import evaluate
 
@@ -29,13 +28,16 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     seed: int | None = None,
     split: str = "val",
-    device: str = "cpu",
+    device: str = "auto",
     cache_dir: Path | None = None,
 ) -> EvalReport:
     """Held-out metrics of a run folder or checkpoint, on its own data or on `--set data.*` overrides.
 
     Defaults (batches, batch size, seed) are the run's own eval settings.
     """
+    if split not in ("val", "train"):
+        raise RecipeError(f"--split must be val or train (got {split!r})")
+    device = resolve_device(device)
     loaded = load_trained_model(path, device)
     recipe = loaded.recipe
     data_config = loaded.data_config(overrides)
@@ -52,7 +54,7 @@ def evaluate_checkpoint(
         recipe["seed"] if seed is None else seed,
         batches or eval_settings.get("batches", 8),
         batch_size or eval_settings.get("batch_size") or recipe["train"]["batch_size"],
-        torch.device(device),
+        device,
         split=split,
     )
     return EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)

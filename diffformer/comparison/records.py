@@ -7,7 +7,7 @@ from pathlib import Path
 from diffformer.checkpoint import load_trained_model
 from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.probes.results import ProbeReport
-from diffformer.run_folder import read_probe
+from diffformer.run_folder import locate, read_probe
 
 
 @dataclass
@@ -22,6 +22,11 @@ class RunRecord:
     eval: dict
     curve: list[dict]
     probe: ProbeReport | None
+
+    @property
+    def finished(self) -> bool:
+        """Trained to its recipe's train.steps (a summary exists only then)."""
+        return self.final_loss is not None and self.step >= self.recipe.get("train", {}).get("steps", self.step)
 
 
 def load_run(path: Path | str) -> RunRecord:
@@ -58,10 +63,15 @@ def load_runs(paths: Sequence[Path | str]) -> list[RunRecord]:
     """The runs to compare: at least two, each readable."""
     if len(paths) < 2:
         raise DiffformerError("compare needs at least two runs, e.g. diffformer compare runs/a runs/b")
-    records = []
+    records, seen = [], {}
     for path in paths:
         try:
-            records.append(load_run(path))
+            record = load_run(path)
         except CheckpointError as error:
             raise CheckpointError(f"cannot compare {path}: {error}") from None
+        model_file = locate(path)[1].resolve()
+        if model_file in seen:
+            raise DiffformerError(f"{path} and {seen[model_file]} are the same run; give each run once")
+        seen[model_file] = path
+        records.append(record)
     return records

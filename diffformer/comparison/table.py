@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from diffformer.comparison.records import RunRecord
 from diffformer.probes.results import RetrievalGrid
-from diffformer.recipe.fingerprint import flatten
+from diffformer.recipe.fingerprint import defining_settings
 from diffformer.strict_json import json_ready
 
-UNCOMPARED_KEYS = ("seed", "name", "output")
+UNCOMPARED_KEYS = ("seed",)
 
 
 @dataclass
@@ -38,13 +38,13 @@ class Comparison:
 
 
 def compare_records(records: list[RunRecord]) -> Comparison:
-    """Group runs that differ only in seed; each group is one column."""
+    """Group finished runs that differ only in seed; each group is one column (an unfinished run stands alone)."""
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
-        key = json.dumps({k: v for k, v in record.recipe.items() if k not in UNCOMPARED_KEYS}, sort_keys=True)
+        key = json.dumps([_compared_settings(record), record.finished or str(record.path)], sort_keys=True, default=str)
         groups.setdefault(key, []).append(record)
     columns = list(groups.values())
-    flat = [flatten({k: v for k, v in group[0].recipe.items() if k not in UNCOMPARED_KEYS}) for group in columns]
+    flat = [_compared_settings(group[0]) for group in columns]
     keys = sorted(set().union(*flat))
     differences = {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1}
     labels = [_column_label(group, differences, i) for i, group in enumerate(columns)]
@@ -59,7 +59,14 @@ def _column_label(group: list[RunRecord], differences: dict, index: int) -> str:
     shared = {k: v for k, v in differences.items() if all(x is not None for x in v)} or differences
     parts = [f"{k.rsplit('.', 1)[-1]}={v[index]}" for k, v in shared.items()]
     label = ", ".join(parts) if parts else group[0].recipe.get("name", str(group[0].path))
+    if not group[0].finished:
+        label += f" (unfinished, step {group[0].step})"
     return label + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+
+
+def _compared_settings(record: RunRecord) -> dict:
+    """What defines a run's results, except its seed: runs equal in these are seeds of one variant."""
+    return {k: v for k, v in defining_settings(record.recipe).items() if k not in UNCOMPARED_KEYS}
 
 
 def _aggregate(values: list, standard_errors: list | None) -> tuple[float | None, float | None]:

@@ -119,15 +119,11 @@ def _load_documents(config: TextTask):
         return datasets.Dataset.from_dict({"text": paragraphs})
     if config.path is not None:
         path = config.path
-        if not path.is_file():
-            raise DataError(f"data file {path} does not exist")
-        loader = LOADERS.get(path.suffix.lower())
-        if loader is None:
-            raise DataError(f"data file {path} has an unsupported type; expected one of {', '.join(LOADERS)}")
+        loader = _check_data_file(path)
         try:
             loaded = datasets.load_dataset(loader, data_files=str(path), split="train")
         except Exception as error:  # datasets raises many types for unreadable files
-            raise DataError(f"data file {path} could not be read as {loader}: {first_line(error)}") from None
+            raise DataError(f"data file {path} could not be read as {loader}: {_root_cause(error)}") from None
         source = f"data file {path}"
     else:
         try:
@@ -150,6 +146,35 @@ def _load_documents(config: TextTask):
     if len(loaded) == 0:
         raise DataError(f"{source} contains no text")
     return loaded
+
+
+def _check_data_file(path: Path) -> str:
+    """The `datasets` loader for a local data file, after the checks whose failures datasets words poorly."""
+    if path.is_dir():
+        raise DataError(f"data file {path} is a folder; expected a file ({', '.join(LOADERS)})")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise DataError(f"data file {path} has an unsupported type; expected one of {', '.join(LOADERS)}")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty")
+    if loader in ("text", "json", "csv"):
+        with open(path, "rb") as file:
+            head = file.read(1 << 20)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if error.start < len(head) - 4:  # not merely a character cut at the 1 MiB boundary
+                raise DataError(f"data file {path} is not UTF-8 text (byte {error.start} is not valid UTF-8)") from None
+    return loader
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost cause's first line: datasets wraps the real problem in a generic one."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return first_line(error)
 
 
 def _split_documents(documents, val_fraction: float):

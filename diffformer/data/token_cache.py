@@ -1,15 +1,16 @@
 """The token cache: a corpus tokenized once into a memory-mapped file, so later runs start instantly.
 
-    header (80 bytes): magic "DFTOKENS", format version u32, bytes per token u32,
-                       token count u64, first validation token u64, UTF-8 bytes of the
-                       training text u64, UTF-8 bytes of the validation text u64 (both for
-                       bits per byte), tokenizer sha256 (32 bytes)
+    header (112 bytes): magic "DFTOKENS", format version u32, bytes per token u32,
+                        token count u64, first validation token u64, UTF-8 bytes of the
+                        training text u64, UTF-8 bytes of the validation text u64 (both for
+                        bits per byte), tokenizer sha256 (32 bytes), BLAKE2b-256 of the tokens
     then the tokens, little-endian uint16 or uint32
 
-A stale (other tokenizer, older format) or corrupt (bad magic, wrong size) file is
-detected by `read_valid_header` and rebuilt by the caller.
+A stale (other tokenizer, older format) or corrupt (bad magic, wrong size, tokens that no
+longer match their checksum) file is detected by `read_valid_header` and rebuilt by the caller.
 """
 
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ import numpy as np
 from diffformer.atomic import replace_durably, temporary_path
 
 TOKEN_FILE_MAGIC = b"DFTOKENS"
-TOKEN_FILE_VERSION = 2  # 2: the validation split's bytes are stored too
-HEADER = struct.Struct("<8sIIQQQQ32s")  # 80 bytes
+TOKEN_FILE_VERSION = 3  # 2: the validation split's bytes; 3: a checksum of the tokens
+HEADER = struct.Struct("<8sIIQQQQ32s32s")  # 112 bytes
+CHECKSUM_CHUNK = 1 << 24
 ENCODE_BATCH_DOCUMENTS = 1000
 
 
@@ -54,7 +56,7 @@ def read_valid_header(path: Path, tokenizer_hash: bytes) -> TokenFileHeader | No
         return None
     if len(raw) != HEADER.size:
         return None
-    magic, version, width, count, val_start, train_bytes, val_bytes, stored_hash = HEADER.unpack(raw)
+    magic, version, width, count, val_start, train_bytes, val_bytes, stored_hash, checksum = HEADER.unpack(raw)
     if (
         magic != TOKEN_FILE_MAGIC
         or version != TOKEN_FILE_VERSION
@@ -62,9 +64,20 @@ def read_valid_header(path: Path, tokenizer_hash: bytes) -> TokenFileHeader | No
         or stored_hash != tokenizer_hash
         or size != HEADER.size + count * width
         or val_start > count
+        or _body_checksum(path) != checksum
     ):
         return None
     return TokenFileHeader(width, count, val_start, train_bytes, val_bytes)
+
+
+def _body_checksum(path: Path) -> bytes:
+    """BLAKE2b-256 of the tokens after the header (about 1 GB/s: a large cache costs a second to check)."""
+    digest = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as file:
+        file.seek(HEADER.size)
+        for chunk in iter(lambda: file.read(CHECKSUM_CHUNK), b""):
+            digest.update(chunk)
+    return digest.digest()
 
 
 def write_token_file(path: Path, tokenizer, tokenizer_hash: bytes, splits, separator: int | None) -> TokenFileHeader:
@@ -78,6 +91,7 @@ def write_token_file(path: Path, tokenizer, tokenizer_hash: bytes, splits, separ
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(path)
     count, val_start, split_bytes = 0, 0, [0, 0]
+    checksum = hashlib.blake2b(digest_size=32)
     with open(temporary, "wb") as out:
         out.write(b"\0" * HEADER.size)
         for split_index, documents in enumerate(splits):
@@ -88,13 +102,23 @@ def write_token_file(path: Path, tokenizer, tokenizer_hash: bytes, splits, separ
                 split_bytes[split_index] += sum(len(text.encode()) for text in texts)
                 for encoding in tokenizer.encode_batch(texts):
                     ids = encoding.ids + ([separator] if separator is not None else [])
-                    out.write(np.asarray(ids, dtype=dtype).tobytes())
+                    body = np.asarray(ids, dtype=dtype).tobytes()
+                    out.write(body)
+                    checksum.update(body)
                     count += len(ids)
         out.seek(0)
         train_bytes, val_bytes = split_bytes
         out.write(
             HEADER.pack(
-                TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION, width, count, val_start, train_bytes, val_bytes, tokenizer_hash
+                TOKEN_FILE_MAGIC,
+                TOKEN_FILE_VERSION,
+                width,
+                count,
+                val_start,
+                train_bytes,
+                val_bytes,
+                tokenizer_hash,
+                checksum.digest(),
             )
         )
         out.flush()

@@ -41,6 +41,8 @@ def build_tokenizer(spec: "TokenizerConfig", cache_dir: Path, source_key: str, t
 
     if spec.kind == "file":
         path = spec.path
+        if path.is_dir():
+            raise DataError(f"tokenizer file {path} is a folder; expected a tokenizer.json file")
         if not path.is_file():
             raise DataError(f"tokenizer file {path} does not exist")
         try:

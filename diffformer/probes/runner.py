@@ -13,6 +13,7 @@ from pathlib import Path
 from diffformer.checkpoint import LoadedModel, load_trained_model
 from diffformer.data import prepare_data
 from diffformer.data.synthetic import MqarTask, NeedleTask
+from diffformer.devices import resolve_device
 from diffformer.errors import RecipeError
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants
@@ -35,7 +36,7 @@ class ProbeSettings:
     batch_size: int = 16
     seed: int = 1234
     threshold: float = RULER_THRESHOLD
-    device: str = "cpu"
+    device: str = "auto"
 
     def check(self) -> None:
         """Refuse settings that cannot be probed, before any model is loaded."""
@@ -44,14 +45,22 @@ class ProbeSettings:
             raise RecipeError(f"unknown probe {unknown[0]!r}; available: {', '.join(PROBES)}")
         if any(not 0 <= d <= 1 for d in self.depths):
             raise RecipeError(f"--depths must lie in [0, 1] (got {', '.join(map(str, self.depths))})")
-        if self.lengths is not None and any(n <= 0 for n in self.lengths):
-            raise RecipeError(f"--lengths must be positive (got {', '.join(map(str, self.lengths))})")
+        if self.lengths is not None and (not self.lengths or any(n <= 0 for n in self.lengths)):
+            raise RecipeError(f"--lengths must be positive numbers (got {', '.join(map(str, self.lengths)) or 'none'})")
+        if not self.depths:
+            raise RecipeError("--depths needs at least one depth in [0, 1], e.g. 0,0.5,1")
+        if not self.probes:
+            raise RecipeError(f"--probe needs at least one of: {', '.join(PROBES)}")
+        if self.samples < 1 or self.batch_size < 1:
+            raise RecipeError("--samples and --batch-size must be at least 1")
+        resolve_device(self.device)
 
 
 def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | None = None) -> ProbeReport:
     """Probe a run folder or checkpoint; with output_dir, write probe.json and the pictures there."""
     settings.check()
-    loaded = load_trained_model(path, settings.device)
+    device = resolve_device(settings.device)
+    loaded = load_trained_model(path, device)
     model = loaded.model.eval()
     report = ProbeReport(str(loaded.path), loaded.step, model.config.attention.kind, settings.seed)
     source = _prompt_source(loaded, settings)
@@ -73,7 +82,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
             settings.depths,
             settings.samples,
             settings.batch_size,
-            settings.device,
+            device,
             settings.threshold,
             with_attention="attention" in wanted,
             notes=report.notes,
@@ -82,7 +91,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
             report.retrieval = grids
         report.attention = attention
     if {"attention", "outliers"} & wanted:
-        plain = source.plain_batch(min(settings.batch_size, FULL_CAPTURE_BATCH)).to(settings.device)
+        plain = source.plain_batch(min(settings.batch_size, FULL_CAPTURE_BATCH)).to(device)
         coverage, outliers = coverage_and_outliers(model, plain.inputs)
         if report.attention is not None:
             for layer, values in coverage.items():

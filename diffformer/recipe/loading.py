@@ -113,9 +113,7 @@ def _check_size(raw, path: Path) -> None:
         node = stack.pop()
         budget -= 1
         if budget < 0:
-            raise RecipeError(
-                f"recipe {path} expands to more than {MAX_RECIPE_VALUES:,} values (nested YAML aliases?)"
-            )
+            raise RecipeError(f"recipe {path} expands to more than {MAX_RECIPE_VALUES:,} values (nested YAML aliases?)")
         if isinstance(node, dict):
             stack.extend(node.values())
         elif isinstance(node, list):
