@@ -19,8 +19,32 @@ from diffformer.reporting import (
     render_train_result,
 )
 
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (a bad option value, an unknown option) as one line on stderr with exit code 2,
+    like every other error of the tool, instead of a multi-line panel."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as error:  # typer's (vendored) click usage errors
+            if type(error).__name__ == "NoArgsIsHelpError":  # `diffformer` alone: the help, as asked
+                error.show()
+                sys.exit(0)
+            where = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+            stderr.print(f"[bold red]error:[/bold red] {escape(error.format_message())}{where}", soft_wrap=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        except typer.Abort:
+            stderr.print("[bold red]error:[/bold red] aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="diffformer",
+    cls=OneLineErrors,
     help="Train, evaluate, probe and compare small decoder-only transformers with pluggable attention.",
     no_args_is_help=True,
     add_completion=False,
