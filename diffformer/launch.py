@@ -15,7 +15,7 @@ from diffformer.errors import RecipeError
 from diffformer.recipe import expand_variants, load_recipe
 from diffformer.run_folder import RunFolder
 from diffformer.training.listeners import TrainingListener
-from diffformer.training.loop import TrainResult, train
+from diffformer.training.loop import TrainResult, check_run_folder, train
 
 
 class SweepListener:
@@ -90,6 +90,8 @@ def train_variants(
     """
     sweep_listener = sweep_listener or SweepListener()
     variants = expand_variants(path, overrides, only)
+    for _, variant in variants:  # every variant's folder is checked before any trains
+        check_run_folder(variant, RunFolder(variant.run_dir), RunFolder(variant.run_dir).is_occupied(), retrain)
     sweep_listener.on_plan(path, len(variants))
     outcome = TrainOutcome()
     for assignment, variant in variants:

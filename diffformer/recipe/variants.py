@@ -10,19 +10,38 @@ from typing import Any
 import yaml
 
 from diffformer.errors import RecipeError
+from diffformer.recipe.fingerprint import flatten
 from diffformer.recipe.loading import apply_override, read_with_overrides, validate_recipe
 from diffformer.recipe.schema import Recipe
 
 
-def variant_label(assignment: dict[str, Any]) -> str:
-    """A folder name from a variant's values: 'kind=vanilla,seed=1' (the last part of each dotted key)."""
+def variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str:
+    """A folder name from a variant's values: 'kind=vanilla,seed=1' (the last part of each dotted key).
+
+    A value that is a section (a dict) is named by the settings in which the grid's values
+    of that key differ, e.g. 'schedule=constant,value=0.5', so distinct sections get distinct names.
+    """
     parts = []
     for key, value in assignment.items():
         if isinstance(value, dict):
-            value = value.get("kind", value.get("task", json.dumps(value, sort_keys=True)))
-        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        parts.append(f"{key.rsplit('.', 1)[-1]}={text}")
+            flat = flatten(value)
+            leaves = _differing_leaves(grid[key]) or sorted(flat)
+            parts += [f"{leaf.rsplit('.', 1)[-1]}={_text(flat.get(leaf))}" for leaf in leaves]
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={_text(value)}")
     return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+def _differing_leaves(values: list[Any]) -> list[str]:
+    flats = [flatten(v) if isinstance(v, dict) else {"": v} for v in values]
+    leaves = sorted(set().union(*flats))
+    return [leaf for leaf in leaves if len({json.dumps(f.get(leaf), sort_keys=True) for f in flats}) > 1]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "none"
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else str(value)
 
 
 def expand_variants(
@@ -49,15 +68,21 @@ def expand_variants(
             raise RecipeError(f"--only {key}: not a variant key; the variants are {', '.join(grid)}")
         filters.append((matches[0], yaml.safe_load(value)))
     base_output = Path(raw.get("output") or Path("runs") / str(raw.get("name", "recipe")))
-    expanded = []
+    expanded, folders = [], {}
     for values in itertools.product(*grid.values()):
         assignment = dict(zip(grid, values))
+        label = variant_label(assignment, grid)
+        if label in folders:
+            raise RecipeError(
+                f"recipe {path}: variants {folders[label]} and {assignment} would share the folder {label}; "
+                "every variant needs distinct values"
+            )
+        folders[label] = assignment
         if any(assignment[key] != value and str(assignment[key]) != str(value) for key, value in filters):
             continue
         variant = json.loads(json.dumps(raw))
         for key, value in assignment.items():
             apply_override(variant, f"{key}={json.dumps(value)}")
-        label = variant_label(assignment)
         variant["name"] = re.sub(
             r"[^A-Za-z0-9._-]", "_", f"{raw.get('name', 'recipe')}.{label}".replace("=", "-").replace(",", ".")
         )

@@ -26,7 +26,7 @@ from diffformer.training.listeners import MetricsFileWriter, TrainingListener, n
 from diffformer.training.optimizer import build_optimizer
 from diffformer.training.trainer import Interrupted, Trainer, TrainResult
 
-__all__ = ["Interrupted", "TrainResult", "train"]
+__all__ = ["Interrupted", "TrainResult", "check_run_folder", "finished_result", "train"]
 
 
 def train(
@@ -54,7 +54,7 @@ def train(
 
 def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) -> TrainResult:
     folder = RunFolder(recipe.run_dir)
-    start_fresh = _check_run_folder(recipe, folder, resume, retrain)
+    start_fresh = check_run_folder(recipe, folder, resume, retrain)
     if resume and not start_fresh:
         finished = finished_result(folder, recipe)
         if finished is not None:
@@ -67,20 +67,27 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
     optimizer = build_optimizer(model, recipe.train)
     with folder.lock() if info.is_main else nullcontext():
         # Checked again while holding the folder: another process may have written it meanwhile.
-        start_fresh = _check_run_folder(recipe, folder, resume, retrain)
+        start_fresh = check_run_folder(recipe, folder, resume, retrain)
+        # Restored before anything is written, so a damaged checkpoint leaves the folder as it was.
+        checkpoints = folder.complete_checkpoints() if resume and not start_fresh else []
+        progress = restore_training(checkpoints[-1], model, optimizer) if checkpoints else TrainingProgress()
         if info.is_main:
-            _prepare_folder(folder, resolved, data, start_fresh)
+            _prepare_folder(folder, resolved, data, start_fresh, progress.step)
         distributed.barrier(info)
-        return _run(
-            recipe, resolved, folder, data, model, optimizer, resume and not start_fresh, listeners, info, device
-        )
+        resumed_from = str(checkpoints[-1]) if checkpoints else None
+        return _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, info, device)
 
 
-def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool) -> None:
-    """Write the run's recipe, manifest and tokenizer (after discarding an outdated run when asked)."""
+def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool, resumed_step: int) -> None:
+    """Write the run's recipe, manifest and tokenizer (after discarding an outdated run when asked);
+    keep the metrics up to the resumed step."""
     if start_fresh and folder.is_run():
         folder.discard_results()
     folder.remove_interrupted_writes()
+    if resumed_step:
+        folder.truncate_metrics(resumed_step)
+    else:
+        folder.clear_metrics()
     settings = defining_settings(resolved.stored())
     manifest = folder.read_manifest() or {}
     history = manifest.get("history", [])
@@ -93,25 +100,15 @@ def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool
         folder.write_tokenizer(data.tokenizer.to_str())
 
 
-def _run(recipe, resolved, folder, data, model, optimizer, resume, listeners, info, device) -> TrainResult:
-    progress, resumed_from = TrainingProgress(), None
-    checkpoints = folder.complete_checkpoints() if resume else []
-    if checkpoints:
-        progress = restore_training(checkpoints[-1], model, optimizer)
-        resumed_from = progress.step
-        if info.is_main:
-            folder.truncate_metrics(progress.step)
-    elif info.is_main:
-        folder.clear_metrics()
+def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, info, device):
     everyone = [MetricsFileWriter(folder), *listeners]
     trainer = Trainer(recipe, resolved.stored(), data, model, optimizer, progress, device, info, everyone)
-    resumed_name = str(checkpoints[-1]) if checkpoints else None
-    notify(trainer.listeners, "on_start", recipe.name, progress.step, recipe.train.steps, resumed_name)
+    notify(trainer.listeners, "on_start", recipe.name, progress.step, recipe.train.steps, resumed_from)
     try:
         result = trainer.run()
     finally:
         notify(trainer.listeners, "on_end")
-    result.resumed_from = resumed_from
+    result.resumed_from = progress.step if resumed_from is not None else None
     if info.is_main:
         folder.write_summary(result.summary())
     return result
@@ -136,7 +133,7 @@ def finished_result(folder: RunFolder, recipe: Recipe) -> TrainResult | None:
     )
 
 
-def _check_run_folder(recipe: Recipe, folder: RunFolder, resume: bool, retrain: bool) -> bool:
+def check_run_folder(recipe: Recipe, folder: RunFolder, resume: bool, retrain: bool) -> bool:
     """Whether to start from scratch; refuses what would overwrite or mix runs (nothing is written here).
 
     Refused: a folder holding files diffformer did not write; an existing run without
