@@ -153,6 +153,7 @@ def train(
             print_json(outcome.comparison)
         else:
             render_comparison(outcome.comparison, stdout)
+            stdout.print("wrote " + ", ".join(str(f) for f in outcome.files))
 
 
 @app.command("eval")
@@ -217,11 +218,13 @@ def probe(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Long-context retrieval (accuracy over context length × needle depth) and where attention goes."""
-    from diffformer.probes.runner import DEFAULT_PROBES, ProbeSettings, default_output_dir, run_probes
+    from diffformer.probes.runner import default_output_dir, run_probes
+    from diffformer.probes.settings import DEFAULT_PROBES, ProbeSettings
 
     with user_errors(as_json):
-        settings = ProbeSettings(
-            probes=probe_names or DEFAULT_PROBES,
+        # Built unvalidated so that check() words every problem as the option the user typed.
+        settings = ProbeSettings.model_construct(
+            probes=list(probe_names or DEFAULT_PROBES),
             lengths=_numbers(lengths, int, "--lengths"),
             depths=_numbers(depths, float, "--depths"),
             variants=variant or None,
@@ -259,7 +262,11 @@ def compare(
 
     with user_errors(as_json):
         comparison, files = compare_runs(
-            runs, probe, output or DEFAULT_OUTPUT, on_probe=lambda run: stderr.print(f"Probing {run}…")
+            runs,
+            probe,
+            output or DEFAULT_OUTPUT,
+            on_probe=lambda run: stderr.print(f"Probing {run}…"),
+            commands=[" ".join(["diffformer", *sys.argv[1:]])],
         )
     if as_json:
         print_json(comparison)

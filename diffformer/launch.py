@@ -30,6 +30,9 @@ class SweepListener:
     def on_variant_end(self, label: str, result: TrainResult) -> None:
         """A variant finished; result.already_finished says it had nothing left to train."""
 
+    def on_probe(self, label: str, run_dir: Path, reused: bool) -> None:
+        """A variant is probed with the recipe's `probe:` settings (reused: its probe.json already matched)."""
+
 
 @dataclass
 class VariantRun:
@@ -45,6 +48,7 @@ class TrainOutcome:
     result: TrainResult | None = None
     variants: list[VariantRun] = field(default_factory=list)
     comparison: Comparison | None = None
+    files: list[Path] = field(default_factory=list)
 
 
 def train_from_path(
@@ -101,6 +105,37 @@ def train_variants(
         result = train(variant, resume=started, listeners=listeners, retrain=retrain)
         sweep_listener.on_variant_end(label, result)
         outcome.variants.append(VariantRun(label, assignment, result))
+    settings = variants[0][1].probe
+    if settings is not None:
+        from diffformer.probes.runner import default_output_dir, run_probes
+
+        for run in outcome.variants:
+            reused = _has_probe(run.result.run_dir, settings)
+            sweep_listener.on_probe(run.label, run.result.run_dir, reused)
+            if not reused:
+                run_probes(run.result.run_dir, settings, default_output_dir(run.result.run_dir))
     if len(variants) > 1:
-        outcome.comparison, _ = compare_runs([variant.run_dir for _, variant in variants])
+        folder = variants[0][1].run_dir.parent  # <output>/<label> for every variant
+        command = " ".join(["diffformer", "train", str(path), *(f"--set {o}" for o in overrides)])
+        outcome.comparison, outcome.files = compare_runs(
+            [variant.run_dir for _, variant in variants], output_dir=folder / COMPARISON_FOLDER, commands=[command]
+        )
     return outcome
+
+
+COMPARISON_FOLDER = "comparison"
+
+
+def _has_probe(run_dir: Path, settings) -> bool:
+    """Whether the run's probe.json holds results for these settings at its current step."""
+    from diffformer.checkpoint import read_checkpoint_info
+    from diffformer.run_folder import locate, read_probe
+
+    model_file = locate(run_dir)[1]
+    existing = read_probe(model_file)
+    wanted = settings.model_dump(exclude={"device"})
+    return (
+        existing is not None
+        and existing.get("settings") == wanted
+        and existing.get("step") == (read_checkpoint_info(model_file).step)
+    )

@@ -66,3 +66,6 @@ class ConsoleSweep(SweepListener):
             self.console.print(f"[green]✓[/green] {label}: finished already ({result.run_dir})")
         else:
             self.console.print(f"[green]✓[/green] {label}: final loss {result.final_loss:.4f}")
+
+    def on_probe(self, label: str, run_dir: Path, reused: bool) -> None:
+        self.console.print(f"{label}: " + ("probe results up to date" if reused else "probing…"))

@@ -20,6 +20,26 @@ def rotary_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([rotated.real, rotated.imag], dim=-1).reshape(length, width)
 
 
+def alibi_slope(heads: int, h: int) -> float:
+    """ALiBi's slope of head h (0-based) of `heads` (Press et al. 2022): with p the largest power of two
+    ≤ heads, heads h < p get 2^(−8(h+1)/p) and the rest the odd-numbered slopes of 2p heads."""
+    p = 1
+    while 2 * p <= heads:
+        p *= 2
+    if h < p:
+        return 2.0 ** (-8.0 * (h + 1) / p)
+    return 2.0 ** (-8.0 * (2 * (h - p) + 1) / (2 * p))
+
+
+def alibi(attention, heads: int, h: int, length: int) -> torch.Tensor:
+    """The (T, T) bias −m·(i − j) added to head h's scores, or zeros when the model does not use ALiBi."""
+    if not attention.uses_alibi:
+        return torch.zeros(length, length, dtype=torch.float64)
+    i = torch.arange(length, dtype=torch.float64)[:, None]
+    j = torch.arange(length, dtype=torch.float64)[None, :]
+    return -alibi_slope(heads, h) * (i - j).clamp_min(0)
+
+
 def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Row softmax of (T, T) scores over keys j ≤ i."""
     length = scores.shape[0]
@@ -52,7 +72,7 @@ def _single_map_kind(attention, x: torch.Tensor, head_map) -> tuple[torch.Tensor
         for h in range(attention.n_heads):
             q, k = _qk(attention, seq, h, h // groups)
             v = seq @ _head(attention.v_proj.weight, h // groups, d).T
-            a = head_map(h, q @ k.T / math.sqrt(d))
+            a = head_map(h, q @ k.T / math.sqrt(d) + alibi(attention, attention.n_heads, h, len(seq)))
             heads.append(a @ v)
             seq_maps.append(a)
         outputs.append(torch.cat(heads, dim=-1) @ attention.out_proj.weight.double().T)
@@ -86,8 +106,9 @@ def differential(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
             q1, k1 = _qk(attention, seq, 2 * h, 2 * g)
             q2, k2 = _qk(attention, seq, 2 * h + 1, 2 * g + 1)
             v = seq @ _head(attention.v_proj.weight, g, 2 * d).T
-            a1 = causal_softmax(q1 @ k1.T / math.sqrt(d))
-            a2 = causal_softmax(q2 @ k2.T / math.sqrt(d))
+            bias = alibi(attention, pairs, h, len(seq))  # both maps of pair h share its slope
+            a1 = causal_softmax(q1 @ k1.T / math.sqrt(d) + bias)
+            a2 = causal_softmax(q2 @ k2.T / math.sqrt(d) + bias)
             head = (a1 - lam * a2) @ v
             head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * gain
             heads.append(head * (1 - attention.lambda_init))
@@ -111,7 +132,8 @@ def differential_v2(attention, x: torch.Tensor) -> torch.Tensor:
                 g = q_head // group_size
                 q, k = _qk(attention, seq, q_head, g)
                 v = seq @ _head(attention.v_proj.weight, g, d).T
-                per_map.append(causal_softmax(q @ k.T / math.sqrt(d)) @ v)
+                bias = alibi(attention, attention.n_heads, h, len(seq))  # output head h's slope
+                per_map.append(causal_softmax(q @ k.T / math.sqrt(d) + bias) @ v)
             heads.append(per_map[0] - lam[:, h : h + 1] * per_map[1])
         outputs.append(torch.cat(heads, dim=-1) @ attention.o_proj.weight.double().T)
     return torch.stack(outputs)

@@ -19,7 +19,7 @@ PLAIN = {
 
 
 @pytest.mark.parametrize("variant", ATTENTION_VARIANTS)
-@pytest.mark.parametrize("position", ["rope", "none"])
+@pytest.mark.parametrize("position", ["rope", "none", "alibi"])
 @pytest.mark.parametrize("n_kv_heads", [None, 2])
 def test_attention_equals_plain_formula(variant, position, n_kv_heads):
     model = small_model(ATTENTION_VARIANTS[variant], position, n_kv_heads)
@@ -33,8 +33,9 @@ def test_attention_equals_plain_formula(variant, position, n_kv_heads):
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "differential", "doubly_normalized", "doubly_normalized_no_sink"])
-def test_captured_maps_equal_plain_maps(variant):
-    model = small_model(ATTENTION_VARIANTS[variant], "rope", n_kv_heads=2)
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_captured_maps_equal_plain_maps(variant, position):
+    model = small_model(ATTENTION_VARIANTS[variant], position, n_kv_heads=2)
     attention = model.blocks[1].attention
     x = torch.randn(2, 11, 32)
     _, plain_maps = PLAIN[model.config.attention.kind](attention, x)

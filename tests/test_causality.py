@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import ATTENTION_VARIANTS, small_model
 
-POSITIONS = ["rope", "none", "learned"]
+POSITIONS = ["rope", "none", "learned", "alibi"]
 
 
 @pytest.mark.parametrize("variant", ATTENTION_VARIANTS)

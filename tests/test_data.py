@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,46 @@ def test_batch_to_moves_every_tensor():
     for name in ("inputs", "targets", "evidence", "question_start"):
         assert getattr(moved, name).device.type == "meta", name
     assert moved.needle_start is None
+
+
+def test_mqar_random_depth_with_distractors_teaches_retrieval_anywhere():
+    task = MqarTask(task="mqar", vocab_size=64, num_pairs=4, seq_len=[48, 64], depth="random", distractors=3)
+    half, starts = 32, set()
+    for index in range(20):
+        batch = task.batch(7, "train", index, 4)
+        length = batch.inputs.shape[1]
+        for b in range(4):
+            row, scored = batch.inputs[b], (batch.targets[b] != IGNORE).nonzero().flatten()
+            assert scored.tolist() == list(range(length - 8, length, 2)), "all keys asked at the end"
+            spans = batch.evidence[b, scored]
+            block = (int(spans[:, 0].min()), int(spans[:, 1].max()))
+            starts.add(block[0])
+            for (start, end), t in zip(spans.tolist(), scored.tolist()):
+                assert row[start] == row[t] and row[start + 1] == batch.targets[b, t], "evidence is the pair"
+            context = row[: length - 8]
+            is_key = (context >= 1) & (context < half)
+            keys_outside_block = torch.cat([is_key[: block[0]], is_key[block[1] :]]).sum().item()
+            assert keys_outside_block == 3, "the only other keys are the distractors'"
+            asked = set(row[scored].tolist())
+            distractor_keys = {
+                int(k) for i, k in enumerate(context.tolist()) if is_key[i] and not block[0] <= i < block[1]
+            }
+            assert not distractor_keys & asked, "distractor keys are never asked"
+    assert len(starts) > 10, "the block moves around"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"distractors": 2}, "distractors need the end-query layout"),
+        ({"depth": 1.5}, "depth must lie in [0, 1]"),
+        ({"depth": "middle"}, "depth"),
+        ({"depth": "random", "distractors": 30, "seq_len": 200}, "need more keys than vocab_size has"),
+        ({"depth": "random", "distractors": 20}, "too short for 8 pairs (needs 4 per pair) and 20 distractors"),
+    ],
+)
+def test_mqar_layout_settings_are_checked(settings, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        MqarTask(**{"task": "mqar", "vocab_size": 64, "num_pairs": 8, "seq_len": 64, **settings})

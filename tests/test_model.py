@@ -22,7 +22,7 @@ KINDS = list(ATTENTION_KINDS)
         ({"attention": {"kind": "sparse"}}, "does not match any of the expected tags"),
         ({"attention": {"kind": "vanilla", "sink": True}}, "Extra inputs are not permitted"),
         ({"dropout": 1.0}, "less than 1"),
-        ({"position": "alibi"}, "'rope', 'none' or 'learned'"),
+        ({"position": "xpos"}, "'rope', 'none', 'learned' or 'alibi'"),
         ({"n_layer": 2}, "Extra inputs are not permitted"),
         ({"d_model": 36, "n_heads": 4}, "d_model/n_heads must be even"),
         ({"attention": {"kind": "differential", "lambda_init": {"schedule": "constant", "value": 1.2}}}, "less than 1"),
@@ -150,3 +150,23 @@ def test_each_kind_owns_its_initialisation():
         assert projection.abs().max() > d_model**-0.5, "the projections follow the model's normal rule"
         residual = block.attention.residual_projection.weight
         assert residual.std().item() == pytest.approx((3 * d_model) ** -0.5 / 2, rel=0.1), "÷√(2·n_layers)"
+
+
+def test_alibi_slopes_follow_the_paper():
+    from diffformer.model.position import alibi_slopes
+
+    assert alibi_slopes(8).tolist() == [2.0**-k for k in range(1, 9)]  # 1/2, 1/4, ..., 1/256
+    assert alibi_slopes(4).tolist() == [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]
+    six = alibi_slopes(6).tolist()  # the 4-head slopes, then every other slope of 8 heads
+    assert six == [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_alibi_models_run_beyond_max_seq_len_and_keep_no_position_weights(kind):
+    model = Transformer(
+        ModelConfig(
+            vocab_size=20, d_model=32, n_layers=1, n_heads=4, max_seq_len=16, position="alibi", attention={"kind": kind}
+        )
+    )
+    assert not any("alibi" in name for name in model.state_dict()), "slopes are derived, not stored"
+    assert model(torch.randint(0, 20, (1, 40))).shape == (1, 40, 20)

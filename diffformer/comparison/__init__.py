@@ -28,14 +28,17 @@ def compare_runs(
     probe: bool = False,
     output_dir: Path | None = None,
     on_probe: Callable[[Path | str], None] | None = None,
+    commands: Sequence[str] = (),
 ) -> tuple[Comparison, list[Path]]:
     """Compare runs (optionally re-probing each on identical prompts first); write outputs to output_dir.
 
-    Returns the comparison and the files written. Inputs are checked before any probing.
+    Returns the comparison and the files written (curves, retrieval figures, comparison.json and
+    report.md, whose "how to reproduce" lists `commands`). Inputs are checked before any probing.
     """
     records = load_runs(paths)
     if probe:
-        from diffformer.probes.runner import ProbeSettings, default_output_dir, run_probes
+        from diffformer.probes.runner import default_output_dir, run_probes
+        from diffformer.probes.settings import ProbeSettings
 
         for path in paths:
             if on_probe is not None:
@@ -43,5 +46,5 @@ def compare_runs(
             run_probes(path, ProbeSettings(), default_output_dir(path))
         records = load_runs(paths)  # now with the fresh probe results
     comparison = compare_records(records)
-    files = write_comparison(comparison, records, output_dir) if output_dir is not None else []
+    files = write_comparison(comparison, records, output_dir, commands) if output_dir is not None else []
     return comparison, files

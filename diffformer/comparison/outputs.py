@@ -1,22 +1,50 @@
-"""What a comparison writes: comparison.json and curves.png, into a folder of the caller's choosing."""
+"""What a comparison writes into a folder of the caller's choosing: comparison.json, curves.png, the
+retrieval figures when the runs were probed, and report.md tying them together."""
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+from diffformer.comparison.figures import retrieval_by_length, retrieval_heatmaps, retrieval_variants
 from diffformer.comparison.records import RunRecord
+from diffformer.comparison.report import markdown_report
 from diffformer.comparison.table import Comparison, comparison_as_dict
 
 DEFAULT_OUTPUT = Path("comparisons")
 
 
-def write_comparison(comparison: Comparison, records: list[RunRecord], output_dir: Path) -> list[Path]:
-    """Write the curves plot and the comparison as JSON; returns the files written."""
+def write_comparison(
+    comparison: Comparison, records: list[RunRecord], output_dir: Path, commands: Sequence[str] = ()
+) -> list[Path]:
+    """Write every output of a comparison; returns the files written."""
     output_dir.mkdir(parents=True, exist_ok=True)
     labels = comparison.columns if len(comparison.columns) == len(records) else [str(r.path) for r in records]
-    curves, table = output_dir / "curves.png", output_dir / "comparison.json"
+    curves, table, report = output_dir / "curves.png", output_dir / "comparison.json", output_dir / "report.md"
     curves_plot(records, labels, curves)
+    figures = [curves, *_retrieval_figures(comparison, records, output_dir)]
     table.write_text(json.dumps(comparison_as_dict(comparison), indent=2) + "\n")
-    return [curves, table]
+    report.write_text(markdown_report(comparison, figures, commands))
+    return [*figures, table, report]
+
+
+def _retrieval_figures(comparison: Comparison, records: list[RunRecord], output_dir: Path) -> list[Path]:
+    """Heatmaps per variant and accuracy by length, when every run has probe results."""
+    by_path = {str(record.path): record for record in records}
+    columns = [
+        (label, [by_path[run].probe for run in runs])
+        for label, runs in zip(comparison.columns, comparison.runs_per_column)
+    ]
+    if any(report is None for _, reports in columns for report in reports):
+        return []
+    variants = retrieval_variants(columns)
+    files = []
+    for variant in variants:
+        files.append(output_dir / f"retrieval_heatmaps_{variant}.png")
+        retrieval_heatmaps(columns, variant, files[-1])
+    if variants:
+        files.append(output_dir / "retrieval_by_length.png")
+        retrieval_by_length(columns, variants, files[-1])
+    return files
 
 
 def curves_plot(records: list[RunRecord], labels: list[str], path: Path) -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from diffformer.model.position import alibi_bias
+
 
 @dataclass
 class DifferentialParts:
@@ -82,13 +84,17 @@ class AttentionCapture:
         )
 
 
-def causal_logits(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Scaled scores of the queries at `positions` against all keys, −inf on future keys.
+def causal_logits(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, alibi_slopes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scaled scores of the queries at `positions` against all keys (plus ALiBi's bias), −inf on future keys.
 
-    q, k: (B, heads, T, d_head) -> (B, heads, P, T), float32.
+    q, k: (B, heads, T, d_head) -> (B, heads, P, T), float32; alibi_slopes: (heads,) or None.
     """
     scale = q.shape[-1] ** -0.5
     scores = (q[:, :, positions].float() @ k.float().transpose(-1, -2)) * scale
+    if alibi_slopes is not None:
+        scores = scores + alibi_bias(alibi_slopes, positions, k.shape[-2])
     future = torch.arange(k.shape[-2], device=k.device)[None, :] > positions[:, None]
     return scores.masked_fill(future, float("-inf"))
 

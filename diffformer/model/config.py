@@ -36,7 +36,11 @@ class ModelConfig(Section):
     max_seq_len: int = Field(
         1024, gt=0, le=MAX_TOKENS, description="Longest sequence for learned positions and caches."
     )
-    position: Literal["rope", "none", "learned"] = Field("rope", description="Position encoding.")
+    position: Literal["rope", "none", "learned", "alibi"] = Field(
+        "rope",
+        description="Position encoding: rope (rotary), none, learned (absolute, up to max_seq_len), "
+        "alibi (linear distance biases; extrapolates beyond the training length).",
+    )
     tie_embeddings: bool = Field(False, description="Share the token embedding with the LM head.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on embeddings and residual branches.")
     norm_eps: float = Field(1e-5, gt=0.0, description="RMSNorm epsilon.")

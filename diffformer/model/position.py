@@ -1,8 +1,12 @@
-"""Rotary position embedding (Su et al. 2021), interleaved layout.
+"""Position encodings applied inside attention: rotary (RoPE) and ALiBi's linear biases.
 
-Interleaved means dimensions (0, 1), (2, 3), ... are rotated as pairs, as in the
-Diff Transformer reference code (`apply_rotary_emb(..., interleaved=True)`), so a
-reference checkpoint keeps its meaning here.
+Rotary, interleaved layout (Su et al. 2021): dimensions (0, 1), (2, 3), ... are rotated as
+pairs, as in the Diff Transformer reference code (`apply_rotary_emb(..., interleaved=True)`),
+so a reference checkpoint keeps its meaning here.
+
+ALiBi (Press et al. 2022): no embedding at all; each head adds −m_h·(i − j) to its scores,
+which penalises distance the same way at any length, so models can run beyond their
+training length (docs/formulas.md §10).
 """
 
 import torch
@@ -41,3 +45,27 @@ class RotaryEmbedding(nn.Module):
         even, odd = x32[..., 0::2], x32[..., 1::2]
         rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
         return rotated.flatten(-2).type_as(x)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes (Press et al. 2022, arXiv 2108.12409): 2^(−8/n), 2^(−16/n), … for n heads.
+
+    For n not a power of two: the slopes of the largest power of two p below n, then every
+    other slope of 2p for the remaining heads (the paper's recipe).
+    """
+    power = 2 ** (heads.bit_length() - 1)
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+
+    slopes = geometric(power) + geometric(2 * power)[0::2][: heads - power]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, keys: int) -> torch.Tensor:
+    """−m_h·(i − j) for each head h, query position i and key j ≤ i: (heads, P, keys), float32.
+
+    Future keys (j > i) get 0 here; the causal mask removes them.
+    """
+    distance = (query_positions[:, None] - torch.arange(keys, device=query_positions.device)[None, :]).clamp_min(0)
+    return -slopes.to(query_positions.device)[:, None, None] * distance.float()

@@ -17,6 +17,8 @@ from diffformer.data import Batch
 from diffformer.data.synthetic import MqarTask, NeedleTask
 
 NEEDLE_VARIANTS = ("single", "multi_key", "multi_value", "multi_query")
+MQAR_VARIANTS = ("mqar", "mqar_distractors")
+PROBE_DISTRACTORS = 4  # distractor pairs in mqar_distractors prompts when the model trained without any
 
 
 @dataclass
@@ -52,6 +54,8 @@ class SyntheticPrompts:
         update = {"seq_len": length, "depth": depth}
         if isinstance(self.task, NeedleTask):
             update["variant"] = variant
+        else:
+            update["distractors"] = 0 if variant == "mqar" else (self.task.distractors or PROBE_DISTRACTORS)
         try:
             task = type(self.task).model_validate({**self.task.model_dump(), **update})
         except ValidationError:
@@ -63,16 +67,23 @@ class SyntheticPrompts:
 
 
 def synthetic_variants(task: MqarTask | NeedleTask, requested) -> list[str]:
-    """MQAR has one layout; needle models default to their trained variant, or every one with 'all'."""
+    """The prompt variants to probe: by default what the model trained on, every one with 'all'.
+
+    MQAR: mqar (the pairs and the queries alone in filler) and mqar_distractors (plus pairs of
+    keys that are never asked), by default the second only for models trained with distractors.
+    Needle: single, multi_key, multi_value, multi_query; by default the trained variant.
+    """
     from diffformer.errors import RecipeError
 
     if isinstance(task, MqarTask):
-        return ["mqar"]
+        available, trained = MQAR_VARIANTS, ["mqar", "mqar_distractors"] if task.distractors else ["mqar"]
+    else:
+        available, trained = NEEDLE_VARIANTS, [task.variant]
     if not requested:
-        return [task.variant]
+        return trained
     if list(requested) == ["all"]:
-        return list(NEEDLE_VARIANTS)
-    bad = [v for v in requested if v not in NEEDLE_VARIANTS]
+        return list(available)
+    bad = [v for v in requested if v not in available]
     if bad:
-        raise RecipeError(f"unknown needle variant {bad[0]!r}; available: {', '.join(NEEDLE_VARIANTS)} or all")
+        raise RecipeError(f"unknown variant {bad[0]!r} for this model; available: {', '.join(available)} or all")
     return list(requested)

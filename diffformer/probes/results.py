@@ -108,6 +108,7 @@ class ProbeReport:
     outliers: dict[int, LayerOutliers] | None = None
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # the ProbeSettings used (device aside)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data; non-finite numbers become null so the output is strict JSON."""

@@ -6,54 +6,20 @@ Prompts are a pure function of (seed, variant, length, depth, batch), so every c
 probed with the same seed sees exactly the same prompts (probes/retrieval.py).
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from diffformer.checkpoint import LoadedModel, load_trained_model
 from diffformer.data import prepare_data
 from diffformer.data.synthetic import MqarTask, NeedleTask
 from diffformer.devices import resolve_device
-from diffformer.errors import RecipeError
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants
-from diffformer.probes.results import RULER_THRESHOLD, LayerAttention, ProbeReport
+from diffformer.probes.results import LayerAttention, ProbeReport
 from diffformer.probes.retrieval import retrieval_grid
+from diffformer.probes.settings import ProbeSettings
 from diffformer.run_folder import PROBE_FILE, probes_dir_for
 
-PROBES = ("retrieval", "attention", "outliers")
-DEFAULT_PROBES = ("retrieval", "attention")
 FULL_CAPTURE_BATCH = 8  # sequences in the all-rows capture (T×T maps per layer)
-
-
-@dataclass
-class ProbeSettings:
-    probes: Sequence[str] = DEFAULT_PROBES
-    lengths: Sequence[int] | None = None  # default: ½, 1, 2 and 4 × the training length
-    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    variants: Sequence[str] | None = None  # needle models: default the trained variant; "all" for every one
-    samples: int = 32
-    batch_size: int = 16
-    seed: int = 1234
-    threshold: float = RULER_THRESHOLD
-    device: str = "auto"
-
-    def check(self) -> None:
-        """Refuse settings that cannot be probed, before any model is loaded."""
-        unknown = [name for name in self.probes if name not in PROBES]
-        if unknown:
-            raise RecipeError(f"unknown probe {unknown[0]!r}; available: {', '.join(PROBES)}")
-        if any(not 0 <= d <= 1 for d in self.depths):
-            raise RecipeError(f"--depths must lie in [0, 1] (got {', '.join(map(str, self.depths))})")
-        if self.lengths is not None and (not self.lengths or any(n <= 0 for n in self.lengths)):
-            raise RecipeError(f"--lengths must be positive numbers (got {', '.join(map(str, self.lengths)) or 'none'})")
-        if not self.depths:
-            raise RecipeError("--depths needs at least one depth in [0, 1], e.g. 0,0.5,1")
-        if not self.probes:
-            raise RecipeError(f"--probe needs at least one of: {', '.join(PROBES)}")
-        if self.samples < 1 or self.batch_size < 1:
-            raise RecipeError("--samples and --batch-size must be at least 1")
-        resolve_device(self.device)
 
 
 def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | None = None) -> ProbeReport:
@@ -63,6 +29,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     loaded = load_trained_model(path, device)
     model = loaded.model.eval()
     report = ProbeReport(str(loaded.path), loaded.step, model.config.attention.kind, settings.seed)
+    report.settings = settings.model_dump(exclude={"device"})
     source = _prompt_source(loaded, settings)
     if source is None:
         report.notes.append(
@@ -70,7 +37,8 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
             f"this one was trained on {loaded.recipe['data']['task']}"
         )
         return _finish(report, output_dir)
-    lengths = _lengths(settings, source.trained_length, model.config)
+    longest = model.config.max_seq_len if model.config.position == "learned" else None
+    lengths = settings.lengths_for(source.trained_length, longest)
     for length in lengths:
         loaded.check_length(length)
     wanted = set(settings.probes)
@@ -125,15 +93,6 @@ def _prompt_source(loaded: LoadedModel, settings: ProbeSettings) -> PromptSource
         needle = TextNeedle(text.tokenizer, text.val_tokens)
         return TextNeedlePrompts(needle, text, loaded.model, settings.seed, data.seq_len)
     return None
-
-
-def _lengths(settings: ProbeSettings, trained: int, model_config) -> list[int]:
-    if settings.lengths:
-        return sorted(set(settings.lengths))
-    candidates = [trained // 2, trained, 2 * trained, 4 * trained]
-    if model_config.position == "learned":
-        candidates = [n for n in candidates if n <= model_config.max_seq_len]
-    return sorted(set(candidates))
 
 
 def _write_outputs(report: ProbeReport, output_dir: Path) -> None:

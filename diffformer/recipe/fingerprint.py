@@ -22,13 +22,19 @@ BOOKKEEPING = (
     "train.device",
     "train.compile",
 )
+# Sections that only say what happens after training (probing a sweep's runs).
+AFTER_TRAINING = ("probe",)
 # May differ when resuming: training for longer continues the same run.
 EXTENDABLE = ("train.steps",)
 
 
 def defining_settings(stored_recipe: dict) -> dict[str, Any]:
     """The recipe flattened to dotted keys, without bookkeeping."""
-    return {key: value for key, value in flatten(stored_recipe).items() if key not in BOOKKEEPING}
+    return {
+        key: value
+        for key, value in flatten(stored_recipe).items()
+        if key not in BOOKKEEPING and key.split(".", 1)[0] not in AFTER_TRAINING
+    }
 
 
 def fingerprint(settings: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from diffformer.data import DataConfig
 from diffformer.errors import RecipeError
 from diffformer.model.config import ModelConfig
+from diffformer.probes.settings import ProbeSettings
 from diffformer.sections import MAX_SEED, Section
 from diffformer.training.config import EvalConfig, TrainConfig
 
@@ -35,6 +36,9 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: Path | None = Field(None, description="Run folder; default runs/<name>.")
+    probe: ProbeSettings | None = Field(
+        None, description="With variants: probe every variant with these settings after training, then compare."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffformer.model.capture import AttentionCapture, AttentionMaps
-from diffformer.model.position import RotaryEmbedding
+from diffformer.model.position import RotaryEmbedding, alibi_bias
 from diffformer.sections import Section
 
 if TYPE_CHECKING:
@@ -48,6 +49,28 @@ class Attention(nn.Module):
         self.layer_index = layer_index
         self.rotary = rotary
         self.recorder: AttentionCapture | None = None
+        self.uses_alibi = model.position == "alibi"
+        # Non-persistent: derived from the config, so checkpoints do not carry it.
+        self.register_buffer("alibi_slopes", None, persistent=False)
+
+    def set_alibi_slopes(self, slopes: torch.Tensor) -> None:
+        """With position `alibi`: the slope of each query head as this kind lays its heads out for SDPA."""
+        if self.uses_alibi:
+            self.alibi_slopes = slopes
+
+    def position_bias(self, query_positions: torch.Tensor, keys: int) -> torch.Tensor | None:
+        """ALiBi's bias for every query head (heads, P, keys), or None without ALiBi."""
+        return None if self.alibi_slopes is None else alibi_bias(self.alibi_slopes, query_positions, keys)
+
+    def causal_attention(self, q, k, v, scale: float | None = None) -> torch.Tensor:
+        """Causal SDPA of (B, heads, T, d) tensors, with ALiBi's bias when the model uses it."""
+        length = q.shape[-2]
+        bias = self.position_bias(torch.arange(length, device=q.device), length)
+        if bias is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        mask = bias.masked_fill(future, float("-inf")).to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
     @property
     def residual_projection(self) -> nn.Linear:

@@ -12,7 +12,6 @@ import math
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -25,6 +24,7 @@ from diffformer.model.attention.base import (
 )
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 from diffformer.model.norm import RMSNorm
+from diffformer.model.position import alibi_slopes
 from diffformer.sections import Section
 
 
@@ -83,6 +83,8 @@ class DifferentialAttention(Attention):
         self.lambda_k2 = nn.Parameter(torch.randn(d_head) * 0.1)
         # One gain shared by all heads; removing this norm costs ~0.06 loss in the paper.
         self.subln = RMSNorm(2 * d_head, eps=1e-5)
+        pair_slopes = alibi_slopes(self.n_pairs)  # both maps of a pair share its slope
+        self.set_alibi_slopes(torch.cat([pair_slopes, pair_slopes]))  # map-major, like q_wide below
 
     @property
     def residual_projection(self) -> nn.Linear:
@@ -109,24 +111,21 @@ class DifferentialAttention(Attention):
         q_wide = _map_major_padded(q, P)  # (B, 2P, T, 2d)
         k_wide = _map_major_padded(k, G)  # (B, 2G, T, 2d)
         v_both = v.repeat(1, 2, 1, 1)  # (B, 2G, T, 2d): both maps read the same V
-        attended = F.scaled_dot_product_attention(
-            q_wide,
-            repeat_kv_groups(k_wide, 2 * P),
-            repeat_kv_groups(v_both, 2 * P),
-            is_causal=True,
-            scale=d**-0.5,
+        attended = self.causal_attention(
+            q_wide, repeat_kv_groups(k_wide, 2 * P), repeat_kv_groups(v_both, 2 * P), scale=d**-0.5
         )
         maps_out = attended.view(batch, 2, P, length, 2 * d)  # (B, map, pair, T, 2d)
         lam = self.lambda_value()
         diff = maps_out[:, 0] - lam * maps_out[:, 1]
         heads = self.subln(diff) * (1 - self.lambda_init)
-        self.record_maps(differential_maps, q_wide[..., :d], repeat_kv_groups(k_wide[..., :d], 2 * P), lam)
+        k_maps = repeat_kv_groups(k_wide[..., :d], 2 * P)
+        self.record_maps(differential_maps, q_wide[..., :d], k_maps, lam, self.alibi_slopes)
         return self.out_proj(merge_heads(heads.to(x.dtype)))
 
 
-def differential_maps(q: torch.Tensor, k: torch.Tensor, lam: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+def differential_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
     """A1, A2 and A1 − λ·A2 at `positions`; q, k: (B, 2P, T, d) map-major (all first maps, then all second)."""
-    logits = causal_logits(q, k, positions)  # (B, 2P, P_q, T), map-major
+    logits = causal_logits(q, k, positions, slopes)  # (B, 2P, P_q, T), map-major
     logits1, logits2 = logits.chunk(2, dim=1)
     first, second = logits1.softmax(-1), logits2.softmax(-1)
     return AttentionMaps(

@@ -10,7 +10,6 @@ group (pairing by halves trains unstably). No per-head norm, no λ_init schedule
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffformer.model.attention.base import (
@@ -21,6 +20,7 @@ from diffformer.model.attention.base import (
     split_heads,
 )
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
+from diffformer.model.position import alibi_slopes
 
 
 class DifferentialV2Config(AttentionKindConfig):
@@ -38,6 +38,7 @@ class DifferentialV2Attention(Attention):
         self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
         self.o_proj = nn.Linear(self.n_heads * d_head, d_model, bias=False)
         self.lambda_proj = nn.Linear(d_model, self.n_heads, bias=False)
+        self.set_alibi_slopes(alibi_slopes(self.n_heads).repeat_interleave(2))  # a pair shares its head's slope
 
     @property
     def residual_projection(self) -> nn.Linear:
@@ -49,10 +50,10 @@ class DifferentialV2Attention(Attention):
         v = split_heads(self.v_proj(x), self.n_kv_heads)
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, 2 * self.n_heads), repeat_kv_groups(v, 2 * self.n_heads)
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, 2H, T, d)
+        attn = self.causal_attention(q, k, v)  # (B, 2H, T, d)
         lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
         out = attn[:, 0::2] - lam * attn[:, 1::2]
-        self.record_maps(differential_v2_maps, q, k, lam)
+        self.record_maps(differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.o_proj(merge_heads(out.to(x.dtype)))
 
     def initialise(self, matrix_std, residual_scale) -> None:
@@ -62,9 +63,9 @@ class DifferentialV2Attention(Attention):
         self.lambda_proj.reset_parameters()
 
 
-def differential_v2_maps(q: torch.Tensor, k: torch.Tensor, lam: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+def differential_v2_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
     """Maps at `positions`; q, k: (B, 2H, T, d) with the pair of head h at 2h, 2h+1; lam: (B, H, T, 1)."""
-    logits = causal_logits(q, k, positions)  # (B, 2H, P, T)
+    logits = causal_logits(q, k, positions, slopes)  # (B, 2H, P, T)
     probs = logits.softmax(-1)
     lam_at = lam[:, :, positions]  # (B, H, P, 1)
     return AttentionMaps(

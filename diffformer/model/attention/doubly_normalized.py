@@ -29,6 +29,7 @@ from diffformer.model.attention.base import (
     split_heads,
 )
 from diffformer.model.capture import AttentionMaps
+from diffformer.model.position import alibi_bias, alibi_slopes
 
 # Masked scores enter the column log-sum-exp as a large finite number, not −inf,
 # so no inf − inf can arise in the cumulative log-sum-exp or its gradient.
@@ -66,6 +67,7 @@ class DoublyNormalizedAttention(Attention):
         # Learned per-head mix m = sigmoid(mix_logit), starting half-way between vanilla and doubly normalized.
         self.mix_logit = nn.Parameter(torch.zeros(self.n_heads)) if settings.mix == "learned" else None
         self.query_block = DEFAULT_QUERY_BLOCK
+        self.set_alibi_slopes(alibi_slopes(self.n_heads))
 
     @property
     def residual_projection(self) -> nn.Linear:
@@ -84,8 +86,8 @@ class DoublyNormalizedAttention(Attention):
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
         mix = self.mix()
-        out = prefix_doubly_normalized_attention(q, k, v, mix, self.sink_logit, self.query_block)
-        self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block)
+        out = prefix_doubly_normalized_attention(q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes)
+        self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block, self.alibi_slopes)
         return self.out_proj(merge_heads(out.to(x.dtype)))
 
 
@@ -96,10 +98,12 @@ def prefix_doubly_normalized_attention(
     mix: float | torch.Tensor = 1.0,
     sink_logit: torch.Tensor | None = None,
     query_block: int = DEFAULT_QUERY_BLOCK,
+    slopes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal prefix doubly-normalized attention of q, k, v: (B, H, T, d) -> (B, H, T, d).
 
     mix: m, a float or a (1, H, 1, 1) tensor. sink_logit: (H,) background query b_h or None.
+    slopes: (H,) ALiBi slopes, added to the scores before both normalisations, or None.
     """
     length = q.shape[-2]
     recompute_in_backward = torch.is_grad_enabled()
@@ -107,7 +111,7 @@ def prefix_doubly_normalized_attention(
     outputs = []
     for start in range(0, length, query_block):
         end = min(start + query_block, length)
-        block_args = (q[:, :, start:end], k[:, :, :end], v[:, :, :end], carry[..., :end], mix, start)
+        block_args = (q[:, :, start:end], k[:, :, :end], v[:, :, :end], carry[..., :end], mix, start, slopes)
         if recompute_in_backward:
             out, last_lse = checkpoint(_attend_query_block, *block_args, use_reentrant=False)
         else:
@@ -123,6 +127,7 @@ def doubly_normalized_maps(
     mix: float | torch.Tensor,
     sink_logit: torch.Tensor | None,
     query_block: int = DEFAULT_QUERY_BLOCK,
+    slopes: torch.Tensor | None = None,
     *,
     positions: torch.Tensor,
 ) -> AttentionMaps:
@@ -137,7 +142,8 @@ def doubly_normalized_maps(
     weights, logits = [], []
     for start in range(0, length, query_block):
         end = min(start + query_block, length)
-        probs, last_lse, scores = _block_probabilities(q[:, :, start:end], k[:, :, :end], carry[..., :end], mix, start)
+        block = (q[:, :, start:end], k[:, :, :end], carry[..., :end], mix, start, slopes)
+        probs, last_lse, scores = _block_probabilities(*block)
         carry = torch.cat([last_lse, carry[..., end:]], dim=-1)
         inside = sorted_positions[(sorted_positions >= start) & (sorted_positions < end)] - start
         pad = length - end
@@ -158,13 +164,13 @@ def _initial_carry(q: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Te
     return sink_logit.to(lse_dtype).view(1, heads, 1).expand(batch, heads, length)
 
 
-def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_query):
+def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_query, slopes):
     """Output rows first_query.. and the updated column log-sum-exp, given that of all earlier queries."""
-    probs, last_lse, _ = _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query)
+    probs, last_lse, _ = _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slopes)
     return probs.to(v_prefix.dtype) @ v_prefix, last_lse
 
 
-def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query):
+def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slopes=None):
     """Attention rows first_query.. given the column log-sum-exp of all earlier queries.
 
     q_block: (B, H, b, d); k_prefix: (B, H, e, d) for keys 0..e-1 (e = last row + 1);
@@ -174,6 +180,8 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query):
     scale = q_block.shape[-1] ** -0.5
     scores = (q_block @ k_prefix.transpose(-1, -2)).to(carry_prefix.dtype) * scale
     query_index = torch.arange(first_query, first_query + q_block.shape[-2], device=q_block.device)
+    if slopes is not None:
+        scores = scores + alibi_bias(slopes, query_index, k_prefix.shape[-2]).to(scores.dtype)
     key_index = torch.arange(k_prefix.shape[-2], device=q_block.device)
     future = key_index[None, :] > query_index[:, None]
     masked_scores = scores.masked_fill(future, MASKED_SCORE)

@@ -3,7 +3,6 @@
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffformer.model.attention.base import (
@@ -14,6 +13,7 @@ from diffformer.model.attention.base import (
     split_heads,
 )
 from diffformer.model.capture import AttentionMaps, causal_logits
+from diffformer.model.position import alibi_slopes
 
 
 class VanillaConfig(AttentionKindConfig):
@@ -32,6 +32,7 @@ class VanillaAttention(Attention):
         self.k_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
         self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
         self.out_proj = nn.Linear(self.n_heads * self.d_head, d_model, bias=False)
+        self.set_alibi_slopes(alibi_slopes(self.n_heads))
 
     @property
     def residual_projection(self) -> nn.Linear:
@@ -43,12 +44,12 @@ class VanillaAttention(Attention):
         v = split_heads(self.v_proj(x), self.n_kv_heads)
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        self.record_maps(softmax_maps, q, k)
+        out = self.causal_attention(q, k, v)
+        self.record_maps(softmax_maps, q, k, self.alibi_slopes)
         return self.out_proj(merge_heads(out))
 
 
-def softmax_maps(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
-    """softmax(q·k/√d) rows at `positions`; q, k: (B, H, T, d) -> weights (B, H, P, T)."""
-    logits = causal_logits(q, k, positions)
+def softmax_maps(q: torch.Tensor, k: torch.Tensor, slopes, positions: torch.Tensor) -> AttentionMaps:
+    """softmax(q·k/√d (+ ALiBi)) rows at `positions`; q, k: (B, H, T, d) -> weights (B, H, P, T)."""
+    logits = causal_logits(q, k, positions, slopes)
     return AttentionMaps(logits.softmax(dim=-1), {"logits": logits}, positions)
