@@ -99,7 +99,7 @@ def train_variants(
     sweep_listener.on_plan(path, len(variants))
     outcome = TrainOutcome()
     for assignment, variant in variants:
-        label = ", ".join(f"{k}={v}" for k, v in assignment.items())
+        label = variant.run_dir.name
         started = RunFolder(variant.run_dir).is_occupied()
         sweep_listener.on_variant_start(label, variant.run_dir, started)
         result = train(variant, resume=started, listeners=listeners, retrain=retrain)
