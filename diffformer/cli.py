@@ -204,7 +204,7 @@ def probe(
     ] = None,
     depths: Annotated[str, typer.Option(help="Needle depths in [0, 1], comma-separated.")] = "0,0.25,0.5,0.75,1",
     variant: Annotated[
-        list[str], typer.Option(help="Prompt variants: mqar, mqar_distractors or a needle variant; 'all' for every one.")
+        list[str], typer.Option(help="Prompt variants (mqar, mqar_distractors, or a needle variant); 'all': every one.")
     ] = [],
     samples: Annotated[int, typer.Option(min=1, help="Prompts per grid cell.")] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
