@@ -58,7 +58,7 @@ def test_variants_train_skip_finished_and_end_with_a_comparison(tmp_path):
     assert (tmp_path / "runs" / "shoot" / "kind=vanilla,seed=1" / "summary.json").is_file()
     result = runner.invoke(app, ["train", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    assert "kind=vanilla, seed=1: finished already" in result.stderr
+    assert "kind=vanilla,seed=1: finished already" in result.stderr
     assert result.stderr.count(": final loss") == 3
     comparison = json.loads(result.stdout)
     assert comparison["columns"] == ["kind=vanilla (2 seeds)", "kind=doubly_normalized (2 seeds)"]

@@ -11,7 +11,9 @@ import torch
 
 from diffformer import ModelConfig, Transformer
 from diffformer.data import IGNORE, prepare_data
-from diffformer.data.synthetic import NEEDLE_MARK, QUERY_MARK, CopyTask, MqarTask, NeedleTask
+from diffformer.data.copying import CopyTask
+from diffformer.data.mqar import MqarTask
+from diffformer.data.needle import NEEDLE_MARK, QUERY_MARK, NeedleTask
 from diffformer.data.text import TextTask
 from diffformer.data.token_cache import HEADER
 from diffformer.errors import DataError

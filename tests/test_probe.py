@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from diffformer.cli import app
-from diffformer.data.synthetic import MqarTask
+from diffformer.data.mqar import MqarTask
 from diffformer.probes.runner import ProbeSettings, run_probes
 
 runner = CliRunner()

@@ -7,7 +7,10 @@ from typing import Annotated, Protocol
 from pydantic import Field
 
 from diffformer.data.batch import IGNORE, Batch
-from diffformer.data.synthetic import CopyTask, MqarTask, NeedleTask, SyntheticTask
+from diffformer.data.copying import CopyTask
+from diffformer.data.mqar import MqarTask
+from diffformer.data.needle import NeedleTask
+from diffformer.data.synthetic import SyntheticTask
 from diffformer.data.text import TextData, TextTask
 
 DataConfig = Annotated[MqarTask | NeedleTask | CopyTask | TextTask, Field(discriminator="task")]

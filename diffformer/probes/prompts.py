@@ -14,7 +14,8 @@ import torch
 from pydantic import ValidationError
 
 from diffformer.data import Batch
-from diffformer.data.synthetic import MqarTask, NeedleTask
+from diffformer.data.mqar import MqarTask
+from diffformer.data.needle import NeedleTask
 
 NEEDLE_VARIANTS = ("single", "multi_key", "multi_value", "multi_query")
 MQAR_VARIANTS = ("mqar", "mqar_distractors")

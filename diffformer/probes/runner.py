@@ -10,7 +10,8 @@ from pathlib import Path
 
 from diffformer.checkpoint import LoadedModel, load_trained_model
 from diffformer.data import prepare_data
-from diffformer.data.synthetic import MqarTask, NeedleTask
+from diffformer.data.mqar import MqarTask
+from diffformer.data.needle import NeedleTask
 from diffformer.devices import resolve_device
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants

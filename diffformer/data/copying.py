@@ -1,0 +1,46 @@
+"""Sequence copying (Snell et al. 2021), the learning-dynamics task."""
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from diffformer.data.batch import IGNORE, batch_from_arrays
+from diffformer.data.synthetic import SyntheticTask
+from diffformer.sections import MAX_TOKENS
+
+
+class CopyTask(SyntheticTask):
+    """Sequence copying (Snell et al. 2021): x₁…x_L, separator, x₁…x_L; the copy is scored.
+
+    easy: L distinct tokens drawn from `vocab` tokens; hard: every input is a permutation
+    of the same L tokens, so co-occurrence carries no signal and only attention can solve it.
+    Token 1 is the separator; the sequence length is 2·L + 1.
+    """
+
+    task: Literal["copy"]
+    distribution: Literal["easy", "hard"] = "easy"
+    length: int = Field(40, gt=0, le=MAX_TOKENS, description="Tokens to copy.")
+    vocab: int = Field(60, gt=0, le=MAX_TOKENS, description="easy: tokens to draw from (hard uses `length` tokens).")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "CopyTask":
+        if self.distribution == "easy" and self.vocab < self.length:
+            raise ValueError(f"vocab {self.vocab} must be at least length {self.length} to draw distinct tokens")
+        return self
+
+    @property
+    def seq_len(self) -> int:
+        return 2 * self.length + 1
+
+    @property
+    def task_vocab_size(self) -> int:
+        return 2 + (self.vocab if self.distribution == "easy" else self.length)
+
+    def _generate(self, rng, batch_size, length):
+        pool = self.vocab if self.distribution == "easy" else self.length
+        source = np.stack([2 + rng.choice(pool, size=self.length, replace=False) for _ in range(batch_size)])
+        inputs = np.concatenate([source, np.ones((batch_size, 1), dtype=np.int64), source], axis=1)
+        targets = np.full_like(inputs, IGNORE)
+        targets[:, self.length : 2 * self.length] = source
+        return batch_from_arrays(inputs, targets)
