@@ -17,6 +17,8 @@ from diffformer.run_folder import RunFolder
 from diffformer.training.listeners import TrainingListener
 from diffformer.training.loop import TrainResult, check_run_folder, train
 
+COMPARISON_FOLDER = "comparison"  # <sweep output>/comparison: the sweep's report and figures
+
 
 class SweepListener:
     """Hooks of a variants sweep; override the ones you need."""
@@ -123,9 +125,6 @@ def train_variants(
     return outcome
 
 
-COMPARISON_FOLDER = "comparison"
-
-
 def _has_probe(run_dir: Path, settings) -> bool:
     """Whether the run's probe.json holds results for these settings at its current step."""
     from diffformer.checkpoint import read_checkpoint_info
@@ -137,5 +136,5 @@ def _has_probe(run_dir: Path, settings) -> bool:
     return (
         existing is not None
         and existing.get("settings") == wanted
-        and existing.get("step") == (read_checkpoint_info(model_file).step)
+        and existing.get("step") == read_checkpoint_info(model_file).step
     )

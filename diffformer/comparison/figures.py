@@ -48,7 +48,7 @@ def retrieval_heatmaps(columns: list[Column], variant: str, path: Path) -> None:
         axis.set_xticks(range(len(first.depths)), [f"{d:.0%}" for d in first.depths], fontsize=7)
         axis.set_yticks(range(len(first.lengths)), [str(n) for n in first.lengths], fontsize=7)
         axis.set_xlabel("needle depth", fontsize=8)
-        axis.set_title(f"{label}\n({len(column_grids)} seed{'s' if len(column_grids) > 1 else ''})", fontsize=8)
+        axis.set_title(label.replace(", ", "\n"), fontsize=8)  # the label already counts its seeds
         for i, row in enumerate(values):
             for j, value in enumerate(row):
                 if value == value:
@@ -56,7 +56,7 @@ def retrieval_heatmaps(columns: list[Column], variant: str, path: Path) -> None:
                     axis.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=6)
     axes[0][0].set_ylabel("context length", fontsize=8)
     figure.colorbar(image, ax=axes[0].tolist(), label="exact match", shrink=0.9)
-    figure.suptitle(f"Retrieval ({variant}): exact match, mean over seeds", fontsize=9)
+    figure.suptitle(f"Retrieval ({variant}): exact match, mean over seeds", fontsize=10, y=1.08)
     figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
@@ -85,7 +85,7 @@ def retrieval_by_length(columns: list[Column], variants: list[str], path: Path) 
         axis.set_title(variant, fontsize=9)
         axis.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
-    figure.suptitle("Retrieval by context length; bands span the seeds", fontsize=9)
+    figure.suptitle("Retrieval by context length; bands span the seeds", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
