@@ -97,7 +97,8 @@ def train_variants(
     sweep_listener = sweep_listener or SweepListener()
     variants = expand_variants(path, overrides, only)
     for _, variant in variants:  # every variant's folder is checked before any trains
-        check_run_folder(variant, RunFolder(variant.run_dir), RunFolder(variant.run_dir).is_occupied(), retrain)
+        folder = RunFolder(variant.run_dir)
+        check_run_folder(variant, folder, folder.is_occupied(), retrain)
     sweep_listener.on_plan(path, len(variants))
     outcome = TrainOutcome()
     for assignment, variant in variants:
@@ -117,10 +118,12 @@ def train_variants(
             if not reused:
                 run_probes(run.result.run_dir, settings, default_output_dir(run.result.run_dir))
     if len(variants) > 1:
-        folder = variants[0][1].run_dir.parent  # <output>/<label> for every variant
+        sweep_folder = variants[0][1].run_dir.parent  # <output>/<label> for every variant
         command = " ".join(["diffformer", "train", str(path), *(f"--set {o}" for o in overrides)])
         outcome.comparison, outcome.files = compare_runs(
-            [variant.run_dir for _, variant in variants], output_dir=folder / COMPARISON_FOLDER, commands=[command]
+            [variant.run_dir for _, variant in variants],
+            output_dir=sweep_folder / COMPARISON_FOLDER,
+            commands=[command],
         )
     return outcome
 

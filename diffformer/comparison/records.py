@@ -7,7 +7,7 @@ from pathlib import Path
 from diffformer.checkpoint import load_trained_model
 from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.probes.results import ProbeReport
-from diffformer.run_folder import locate, read_probe
+from diffformer.run_folder import read_probe
 
 
 @dataclass
@@ -22,6 +22,7 @@ class RunRecord:
     eval: dict
     curve: list[dict]
     probe: ProbeReport | None
+    model_file: Path | None = None  # the checkpoint file read (tells two spellings of one run apart)
 
     @property
     def finished(self) -> bool:
@@ -51,6 +52,7 @@ def load_run(path: Path | str) -> RunRecord:
         eval=summary.get("eval", {}),
         curve=curve,
         probe=_probe_report(loaded.path),
+        model_file=loaded.path,
     )
 
 
@@ -69,7 +71,7 @@ def load_runs(paths: Sequence[Path | str]) -> list[RunRecord]:
             record = load_run(path)
         except CheckpointError as error:
             raise CheckpointError(f"cannot compare {path}: {error}") from None
-        model_file = locate(path)[1].resolve()
+        model_file = record.model_file.resolve()
         if model_file in seen:
             raise DiffformerError(f"{path} and {seen[model_file]} are the same run; give each run once")
         seen[model_file] = path

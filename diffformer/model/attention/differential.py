@@ -118,14 +118,15 @@ class DifferentialAttention(Attention):
         lam = self.lambda_value()
         diff = maps_out[:, 0] - lam * maps_out[:, 1]
         heads = self.subln(diff) * (1 - self.lambda_init)
-        k_maps = repeat_kv_groups(k_wide[..., :d], 2 * P)
-        self.record_maps(differential_maps, q_wide[..., :d], k_maps, lam, self.alibi_slopes)
+        # Views only: the key groups are expanded inside the map function, so nothing is copied unless captured.
+        self.record_maps(differential_maps, q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes)
         return self.out_proj(merge_heads(heads.to(x.dtype)))
 
 
 def differential_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
-    """A1, A2 and A1 − λ·A2 at `positions`; q, k: (B, 2P, T, d) map-major (all first maps, then all second)."""
-    logits = causal_logits(q, k, positions, slopes)  # (B, 2P, P_q, T), map-major
+    """A1, A2 and A1 − λ·A2 at `positions`; q: (B, 2P, T, d), k: (B, 2G, T, d) key groups, both map-major
+    (all first maps, then all second)."""
+    logits = causal_logits(q, repeat_kv_groups(k, q.shape[1]), positions, slopes)  # (B, 2P, P_q, T), map-major
     logits1, logits2 = logits.chunk(2, dim=1)
     first, second = logits1.softmax(-1), logits2.softmax(-1)
     return AttentionMaps(
