@@ -92,12 +92,15 @@ def _write_model(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict,
     recipe: dict,
     progress: TrainingProgress,
     keep: int,
 ) -> Path:
-    """Write checkpoints/step-N atomically, point RUN/model.safetensors at its weights, prune old ones."""
+    """Write checkpoints/step-N atomically, point RUN/model.safetensors at its weights, prune old ones.
+
+    `model` holds the full weights; `optimizer_state` is keyed by parameter name (named_optimizer_state).
+    """
     run = RunFolder(run_dir)
     run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = run.checkpoint_dir(progress.step)
@@ -106,7 +109,12 @@ def save_checkpoint(
     temporary.mkdir()
     metadata = _model_metadata(recipe, progress)
     _write_model(model, temporary / MODEL_FILE, metadata)
-    tensors, optimizer_meta = _optimizer_tensors(model, optimizer)
+    tensors = {
+        f"{name}.{key}": value.detach().cpu().contiguous()
+        for name, moments in optimizer_state["state"].items()
+        for key, value in moments.items()
+    }
+    optimizer_meta = json.loads(json.dumps(optimizer_state["param_groups"], default=list))
     save_file(
         tensors,
         str(temporary / STATE_FILE),
@@ -133,50 +141,57 @@ def save_checkpoint(
     return final
 
 
-def _parameter_names(model: torch.nn.Module) -> dict[int, str]:
-    return {id(p): name for name, p in model.named_parameters()}
+def named_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state keyed by parameter name, robust to parameter order:
+    {"state": {name: {moment: tensor}}, "param_groups": [{settings, "params": [names]}]} — the
+    layout of torch.distributed.checkpoint's full optimizer state dict, so FSDP's gathered state
+    is written the same way."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    groups = [
+        {**{k: v for k, v in group.items() if k != "params"}, "params": [names[id(p)] for p in group["params"]]}
+        for group in optimizer.param_groups
+    ]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {names[id(p)]: dict(optimizer.state[p]) for p in params if p in optimizer.state}
+    return {"state": state, "param_groups": groups}
 
 
-def _optimizer_tensors(model, optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """The optimizer's state keyed by parameter name (robust to parameter order), plus its groups."""
-    names = _parameter_names(model)
-    tensors, groups = {}, []
-    for group in optimizer.param_groups:
-        settings = {k: v for k, v in group.items() if k != "params"}
-        settings["params"] = [names[id(p)] for p in group["params"]]
-        groups.append(json.loads(json.dumps(settings, default=list)))
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                tensors[f"{names[id(p)]}.{key}"] = value.detach().cpu().contiguous()
-    return tensors, groups
+def load_named_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, named: dict) -> None:
+    """The inverse of named_optimizer_state for a model whose parameters are whole (one process or DDP)."""
+    index = {name: i for i, name in enumerate(n for g in named["param_groups"] for n in g["params"])}
+    state = {index[name]: moments for name, moments in named["state"].items()}  # load_state_dict moves them
+    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def restore_training(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingProgress:
-    """Load weights and optimizer state from a checkpoint folder into `model` and `optimizer`."""
+def restore_weights(checkpoint: Path, model: torch.nn.Module) -> None:
+    """Load a checkpoint folder's weights into a whole (unsharded) `model`, validating them first."""
     read_checkpoint_info(checkpoint / MODEL_FILE)
     load_model(model, str(checkpoint / MODEL_FILE), strict=True, device=str(next(model.parameters()).device))
+
+
+def restore_optimizer(checkpoint: Path, model, optimizer, load=load_named_optimizer_state) -> TrainingProgress:
+    """Load a checkpoint folder's optimizer state with `load(model, optimizer, named_state)`; returns its progress."""
+    path = checkpoint / STATE_FILE
     try:
-        return _restore_optimizer(checkpoint / STATE_FILE, model, optimizer)
+        metadata = _read_metadata(path)
+        named: dict = {"state": {}, "param_groups": json.loads(metadata["optimizer"])}
+        for key, value in load_file(str(path)).items():
+            name, _, moment = key.rpartition(".")
+            named["state"].setdefault(name, {})[moment] = value
+        load(model, optimizer, named)
+        return TrainingProgress(int(metadata["step"]), int(metadata["tokens_seen"]), float(metadata["wall_seconds"]))
     except (KeyError, TypeError, ValueError, RuntimeError):
         raise CheckpointError(
-            f"{checkpoint / STATE_FILE} is malformed or does not belong to this model; "
+            f"{path} is malformed or does not belong to this model; "
             "resume from an earlier checkpoint by removing this one"
         ) from None
 
 
-def _restore_optimizer(path: Path, model, optimizer) -> TrainingProgress:
-    metadata = _read_metadata(path)
-    tensors = load_file(str(path))
-    groups = json.loads(metadata["optimizer"])
-    index = {name: i for i, name in enumerate(n for g in groups for n in g["params"])}
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        name, _, entry = key.rpartition(".")
-        state.setdefault(index[name], {})[entry] = value  # load_state_dict moves it where it belongs
-    optimizer.load_state_dict(
-        {"state": state, "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in groups]}
-    )
-    return TrainingProgress(int(metadata["step"]), int(metadata["tokens_seen"]), float(metadata["wall_seconds"]))
+def restore_training(checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingProgress:
+    """Load weights and optimizer state from a checkpoint folder into a whole `model` and its `optimizer`."""
+    restore_weights(checkpoint, model)
+    return restore_optimizer(checkpoint, model, optimizer)
 
 
 @dataclass

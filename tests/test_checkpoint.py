@@ -10,6 +10,7 @@ from diffformer import ModelConfig, Transformer
 from diffformer.checkpoint import (
     TrainingProgress,
     load_trained_model,
+    named_optimizer_state,
     restore_training,
     save_checkpoint,
 )
@@ -41,7 +42,8 @@ def _trained_pair():
 def _save(tmp_path, step=2, keep=3):
     model, optimizer = _trained_pair()
     recipe = {"name": "x", "model": CONFIG}
-    save_checkpoint(tmp_path, model, optimizer, recipe, TrainingProgress(step, 100 * step, 1.5), keep)
+    state = named_optimizer_state(model, optimizer)
+    save_checkpoint(tmp_path, model, state, recipe, TrainingProgress(step, 100 * step, 1.5), keep)
     return model, optimizer
 
 

@@ -170,3 +170,21 @@ def test_alibi_models_run_beyond_max_seq_len_and_keep_no_position_weights(kind):
     )
     assert not any("alibi" in name for name in model.state_dict()), "slopes are derived, not stored"
     assert model(torch.randint(0, 20, (1, 40))).shape == (1, 40, 20)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(kind):
+    """Recomputed blocks (with dropout: the RNG state is restored for the recomputation) change nothing."""
+    model = small_model(ATTENTION_VARIANTS[kind], dropout=0.2)
+    tokens = torch.randint(0, 37, (2, 24))
+    gradients = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = recompute
+        torch.manual_seed(7)
+        loss = model(tokens).float().logsumexp(-1).mean()
+        loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[1][name], gradients[0][name], rtol=1e-5, atol=1e-7, msg=name)

@@ -9,6 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.attention.registry import ATTENTION_KINDS
 from diffformer.model.config import ModelConfig
@@ -64,6 +65,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # Set by training (train.activation_checkpointing): blocks keep only their input for backward.
+        self.activation_checkpointing = False
         self._initialise()
 
     def _initialise(self) -> None:
@@ -107,8 +110,10 @@ class Transformer(nn.Module):
                 )
             x = x + self.position_embedding(torch.arange(length, device=tokens.device))
         x = self.dropout(x)
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            # Non-reentrant checkpointing restores the RNG state, so dropout masks match on recomputation.
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.lm_head(self.final_norm(x))
 
     def num_parameters(self) -> int:

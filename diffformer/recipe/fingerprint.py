@@ -2,7 +2,8 @@
 
 Two runs with the same defining settings produce the same weights and metrics (on the
 same machine); bookkeeping (where the run goes, how often it logs or checkpoints, the
-device, compilation) does not count. A run folder records its settings and fingerprint in
+device, compilation, how ranks share the model, activation
+checkpointing) does not count. A run folder records its settings and fingerprint in
 run.json; a resume or a variants sweep compares them with the recipe at hand.
 """
 
@@ -21,6 +22,8 @@ BOOKKEEPING = (
     "train.keep_checkpoints",
     "train.device",
     "train.compile",
+    "train.parallel",
+    "train.activation_checkpointing",
 )
 # Sections that only say what happens after training (probing a sweep's runs).
 AFTER_TRAINING = ("probe",)

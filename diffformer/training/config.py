@@ -22,7 +22,13 @@ class TrainConfig(Section):
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the global gradient norm (null: no clipping).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast on CPU or CUDA.")
-    compile: bool = Field(False, description="torch.compile the model.")
+    compile: bool = Field(False, description="torch.compile the model (same results within float tolerance).")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Under torchrun: ddp (a replica per rank) or fsdp (FSDP2, parameters sharded)."
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in backward: less memory, ~1/3 more compute."
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = Field(10, gt=0, description="Steps between metrics.jsonl lines.")
     checkpoint_every: int = Field(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from diffformer.checkpoint import TrainingProgress, restore_training
+from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_weights
 from diffformer.data import prepare_data
 from diffformer.devices import pick_device
 from diffformer.errors import RecipeError
@@ -64,18 +64,26 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
     resolved = recipe.model_copy(update={"model": model_config, "output": folder.path})
     torch.manual_seed(recipe.seed)
     model = Transformer(model_config).to(device)
-    optimizer = build_optimizer(model, recipe.train)
+    model.activation_checkpointing = recipe.train.activation_checkpointing
+    parallel = distributed.Parallelism(recipe.train.parallel, info, device)
     with folder.lock() if info.is_main else nullcontext():
         # Checked again while holding the folder: another process may have written it meanwhile.
         start_fresh = check_run_folder(recipe, folder, resume, retrain)
         # Restored before anything is written, so a damaged checkpoint leaves the folder as it was.
+        # Weights go into the whole model before it is sharded; the optimizer is built on the shards.
         checkpoints = folder.complete_checkpoints() if resume and not start_fresh else []
-        progress = restore_training(checkpoints[-1], model, optimizer) if checkpoints else TrainingProgress()
+        if checkpoints:
+            restore_weights(checkpoints[-1], model)
+        parallel.shard(model)
+        optimizer = build_optimizer(model, recipe.train)
+        progress = TrainingProgress()
+        if checkpoints:
+            progress = restore_optimizer(checkpoints[-1], model, optimizer, parallel.load_optimizer_state)
         if info.is_main:
             _prepare_folder(folder, resolved, data, start_fresh, progress.step)
         distributed.barrier(info)
         resumed_from = str(checkpoints[-1]) if checkpoints else None
-        return _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, info, device)
+        return _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, parallel)
 
 
 def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool, resumed_step: int) -> None:
@@ -100,16 +108,17 @@ def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool
         folder.write_tokenizer(data.tokenizer.to_str())
 
 
-def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, info, device):
+def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, parallel):
     everyone = [MetricsFileWriter(folder), *listeners]
-    trainer = Trainer(recipe, resolved.stored(), data, model, optimizer, progress, device, info, everyone)
+    trainer = Trainer(recipe, resolved.stored(), data, model, optimizer, progress, parallel, everyone)
     notify(trainer.listeners, "on_start", recipe.name, progress.step, recipe.train.steps, resumed_from)
+    start_step = progress.step  # the trainer advances `progress` in place
     try:
         result = trainer.run()
     finally:
         notify(trainer.listeners, "on_end")
-    result.resumed_from = progress.step if resumed_from is not None else None
-    if info.is_main:
+    result.resumed_from = start_step if resumed_from is not None else None
+    if parallel.info.is_main:
         folder.write_summary(result.summary())
     return result
 

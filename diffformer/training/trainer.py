@@ -79,20 +79,15 @@ class _Throughput:
 class Trainer:
     """One training run's state and the steps that advance it; reports to `listeners` (rank 0 only)."""
 
-    def __init__(self, recipe: Recipe, stored_recipe: dict, data, model, optimizer, progress, device, info, listeners):
+    def __init__(self, recipe: Recipe, stored_recipe: dict, data, model, optimizer, progress, parallel, listeners):
         self.recipe, self.stored_recipe = recipe, stored_recipe
         self.config = recipe.train
         self.folder = RunFolder(recipe.run_dir)
         self.data, self.model, self.optimizer = data, model, optimizer
-        self.progress, self.device, self.info = progress, device, info
-        self.listeners = list(listeners) if info.is_main else []
-        self.forward_model = model
-        if info.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward_model = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
+        self.progress, self.parallel = progress, parallel
+        self.device, self.info = parallel.device, parallel.info
+        self.listeners = list(listeners) if self.info.is_main else []
+        self.forward_model = parallel.for_training(model)
         if self.config.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.interrupted = False
@@ -176,12 +171,14 @@ class Trainer:
         lr = learning_rate(step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(_step_seed(self.recipe.seed, step, info.rank))  # dropout, resumable
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros((), device=self.device)
         tokens = 0
         for micro in range(config.grad_accumulation):
+            # The global batch of a step is the same sequences however it is split into ranks × micro-batches,
+            # so N ranks reproduce one process accumulating N micro-batches (dropout included).
             index = (step * config.grad_accumulation + micro) * info.world_size + info.rank
+            torch.manual_seed(_dropout_seed(self.recipe.seed, index))  # resumable
             batch = self.data.batch(self.recipe.seed, "train", index, config.batch_size).to(self.device)
             with autocast_for(self.device, config.precision):
                 loss = scored_loss(self.forward_model(batch.inputs), batch.targets) / config.grad_accumulation
@@ -190,6 +187,8 @@ class Trainer:
             tokens += batch.inputs.numel() * info.world_size
         total_loss = distributed.mean_across_ranks(total_loss, info)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor replicated on every rank
+            grad_norm = grad_norm.full_tensor()
         if not (torch.isfinite(total_loss) and torch.isfinite(grad_norm)):
             kept = self.folder.complete_checkpoints()
             where = f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was written yet"
@@ -204,9 +203,10 @@ class Trainer:
         return tokens, grad_norm.item(), lr
 
     def _evaluate(self) -> dict[str, float]:
-        # Rank 0 evaluates while the others wait: metrics are logged once, from one process.
+        # Rank 0 evaluates while the others wait (all ranks under FSDP, whose forward is a collective);
+        # metrics are logged once, from rank 0.
         metrics = {}
-        if self.info.is_main:
+        if self.info.is_main or self.parallel.every_rank_runs_the_model:
             metrics = evaluate(
                 self.model,
                 self.data,
@@ -220,17 +220,13 @@ class Trainer:
         return metrics
 
     def _checkpoint(self) -> None:
-        if self.info.is_main:
-            save_checkpoint(
-                self.folder.path,
-                self.model,
-                self.optimizer,
-                self.stored_recipe,
-                self.progress,
-                self.config.keep_checkpoints,
-            )
+        full_state = self.parallel.full_state(self.model, self.optimizer)  # a collective under FSDP
+        if full_state is not None:
+            weights, optimizer_state = full_state
+            keep = self.config.keep_checkpoints
+            save_checkpoint(self.folder.path, weights, optimizer_state, self.stored_recipe, self.progress, keep)
         distributed.barrier(self.info)
 
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 7_919 + rank) % (2**63)
+def _dropout_seed(seed: int, batch_index: int) -> int:
+    return (seed * 1_000_003 + batch_index * 7_919) % (2**63)
