@@ -1,6 +1,9 @@
-"""Which device to run on, and the precision context a recipe asks for."""
+"""Which device to run on, the precision context a recipe asks for, and the device's peak FLOP/s (for MFU)."""
 
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -39,3 +42,58 @@ def autocast_for(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+# Dense bf16 tensor-core peaks from the vendors' datasheets (FLOP/s, no sparsity); fp32 runs are
+# measured instead, since whether fp32 matmuls use TF32 is a setting, not a property of the card.
+DATASHEET_BF16_PEAK = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "RTX 4090": 165e12,
+}
+
+
+@dataclass(frozen=True)
+class PeakFlops:
+    """A device's peak matmul FLOP/s in a precision, and where the number comes from."""
+
+    flops_per_second: float
+    source: str  # "datasheet: <name>" or "measured: <how>"
+
+
+def peak_flops(device: torch.device, precision: str) -> PeakFlops:
+    """The datasheet peak of a known GPU in bf16; otherwise (CPUs, fp32, unknown GPUs) the best
+    rate of large matrix products measured here, so MFU on a CPU reads against what its matrix
+    units (AVX-512, AMX) actually deliver."""
+    if device.type == "cuda" and precision == "bf16":
+        name = torch.cuda.get_device_name(device)
+        for model, peak in DATASHEET_BF16_PEAK.items():
+            if model in name:
+                return PeakFlops(peak, f"datasheet: {model}")
+    return _measured_peak(device.type, device.index, precision)
+
+
+@cache
+def _measured_peak(device_type: str, index: int | None, precision: str, size: int = 1024) -> PeakFlops:
+    device = torch.device(device_type, index) if index is not None else torch.device(device_type)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):  # the first round warms up kernels and caches
+        if device_type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        a @ b
+        if device_type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    how = f"measured: best of 4 {dtype} {size}² matmuls, {torch.get_num_threads()} threads"
+    return PeakFlops(2 * size**3 / best, how)

@@ -11,7 +11,7 @@ from diffformer.training.trainer import TrainResult
 
 
 class ConsoleProgress(TrainingListener):
-    """A rich progress bar with loss, learning rate and tokens/s; messages on resume and Ctrl-C."""
+    """A rich progress bar with loss, learning rate, tokens/s and MFU; messages on resume and Ctrl-C."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -39,7 +39,7 @@ class ConsoleProgress(TrainingListener):
 
     def on_record(self, record: dict) -> None:
         if "tokens_per_sec" in record:
-            self.bar.update(self.task, speed=f"{record['tokens_per_sec']:,.0f} tok/s")
+            self.bar.update(self.task, speed=f"{record['tokens_per_sec']:,.0f} tok/s  MFU {record['mfu']:.1%}")
 
     def on_interrupt(self) -> None:
         self.console.print("[yellow]Interrupted: finishing this step and saving a checkpoint…[/yellow]")

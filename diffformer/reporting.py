@@ -109,6 +109,9 @@ def render_train_result(result: TrainResult, console: Console) -> None:
     ]
     if result.resumed_from is not None:
         rows.insert(1, ("resumed from step", str(result.resumed_from)))
+    if result.throughput:
+        speed = result.throughput
+        rows.append(("throughput", f"{speed['tokens_per_sec']:,.0f} tok/s, MFU {speed['mfu']:.1%}"))
     for name, value in result.eval.items():
         if name.endswith(("_se", "_low", "_high")):
             continue

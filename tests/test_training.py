@@ -140,7 +140,8 @@ def test_run_folder_holds_everything_a_run_needs(uninterrupted):
     assert resolved["model"]["vocab_size"] == 32, "the resolved recipe records what the data decided"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 25))
-    assert {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec"} <= set(metrics[0])
+    assert {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec", "mfu"} <= set(metrics[0])
+    assert all(0 < m["mfu"] < 1 for m in metrics if "mfu" in m)
     assert "eval_accuracy" in metrics[5] and "eval_exact_match" in metrics[5]
     assert [p.name for p in RunFolder(run).complete_checkpoints()] == ["step-00000021", "step-00000024"]
     loaded = load_trained_model(run)
@@ -148,6 +149,9 @@ def test_run_folder_holds_everything_a_run_needs(uninterrupted):
     assert 24 * 8 * 24 < loaded.tokens_seen < 24 * 8 * 32, "8 sequences of 24 or 32 tokens per step"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["steps"] == 24
+    throughput = summary["throughput"]
+    assert throughput["tokens_per_sec"] > 0 and 0 < throughput["mfu"] < 1
+    assert throughput["peak_source"].startswith("measured") and throughput["peak_flops"] > 0
 
 
 def test_sigkill_at_a_random_moment_then_resume_is_exact(uninterrupted, tmp_path):

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from diffformer.checkpoint import save_checkpoint
-from diffformer.devices import autocast_for
+from diffformer.devices import PeakFlops, autocast_for, peak_flops
 from diffformer.errors import DiffformerError, TrainingDiverged
 from diffformer.metrics import evaluate, scored_loss
+from diffformer.model.flops import training_flops_per_token
 from diffformer.recipe import Recipe
 from diffformer.run_folder import RunFolder
 from diffformer.training import distributed
@@ -45,6 +46,7 @@ class TrainResult:
     resumed_from: int | None
     eval: dict[str, float] = field(default_factory=dict)
     already_finished: bool = False
+    throughput: dict = field(default_factory=dict)  # this session's tokens/s and MFU, and the peak used
 
     def summary(self) -> dict:
         """What RUN/summary.json records."""
@@ -57,23 +59,29 @@ class TrainResult:
             "wall_seconds": self.wall_seconds,
             "final_loss": self.final_loss,
             "eval": self.eval,
+            "throughput": self.throughput,
         }
 
 
 class _Throughput:
-    """Tokens per second since the last time it was read."""
+    """Tokens and model FLOPs per second since the last reading, and MFU: FLOP/s per rank ÷ the device's peak."""
 
-    def __init__(self):
-        self.started, self.tokens = time.perf_counter(), 0
+    def __init__(self, peak: PeakFlops, world_size: int):
+        self.peak, self.world_size = peak, world_size
+        self.started, self.tokens, self.flops = time.perf_counter(), 0, 0
 
-    def add(self, tokens: int) -> None:
+    def add(self, tokens: int, flops: int) -> None:
         self.tokens += tokens
+        self.flops += flops
 
-    def read_and_reset(self) -> float:
-        elapsed = time.perf_counter() - self.started
-        rate = self.tokens / max(elapsed, 1e-9)
-        self.started, self.tokens = time.perf_counter(), 0
-        return rate
+    def read_and_reset(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rates = {
+            "tokens_per_sec": self.tokens / elapsed,
+            "mfu": self.flops / elapsed / self.world_size / self.peak.flops_per_second,
+        }
+        self.started, self.tokens, self.flops = time.perf_counter(), 0, 0
+        return rates
 
 
 class Trainer:
@@ -91,6 +99,7 @@ class Trainer:
         if self.config.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.interrupted = False
+        self.flops_per_token: dict[int, int] = {}  # by sequence length
         self.last_loss = math.nan
         self.last_eval: dict[str, float] = {}
         self.eval_batch_size = recipe.eval.batch_size or self.config.batch_size
@@ -98,11 +107,13 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train up to train.steps; returns the result (the caller writes the summary)."""
         started, wall_before = time.perf_counter(), self.progress.wall_seconds
-        throughput = _Throughput()
+        peak = peak_flops(self.device, self.config.precision)
+        throughput, session = _Throughput(peak, self.info.world_size), _Throughput(peak, self.info.world_size)
         with self._ctrl_c_saves_a_checkpoint():
             while self.progress.step < self.config.steps:
-                tokens, grad_norm, lr = self._step()
-                throughput.add(tokens)
+                tokens, flops, grad_norm, lr = self._step()
+                throughput.add(tokens, flops)
+                session.add(tokens, flops)
                 self.progress.wall_seconds = wall_before + time.perf_counter() - started
                 step, last = self.progress.step, self.progress.step == self.config.steps
                 notify(self.listeners, "on_step", StepReport(step, self.config.steps, self.last_loss, lr))
@@ -126,6 +137,7 @@ class Trainer:
             self.last_loss,
             None,
             self.last_eval,
+            throughput={**session.read_and_reset(), "peak_flops": peak.flops_per_second, "peak_source": peak.source},
         )
 
     def _record(self, step: int, last: bool, grad_norm: float, lr: float, throughput: _Throughput) -> dict:
@@ -138,7 +150,7 @@ class Trainer:
                 "loss": self.last_loss,
                 "lr": lr,
                 "grad_norm": grad_norm,
-                "tokens_per_sec": throughput.read_and_reset(),
+                **throughput.read_and_reset(),
                 "elapsed": self.progress.wall_seconds,
             }
         if step % self.recipe.eval.every == 0 or last:
@@ -165,15 +177,16 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _step(self) -> tuple[int, float, float]:
-        """One optimizer step over grad_accumulation micro-batches; returns (tokens, grad norm, lr)."""
+    def _step(self) -> tuple[int, int, float, float]:
+        """One optimizer step over grad_accumulation micro-batches; returns (tokens, model FLOPs, grad norm, lr),
+        tokens and FLOPs summed over ranks."""
         config, step, info = self.config, self.progress.step, self.info
         lr = learning_rate(step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros((), device=self.device)
-        tokens = 0
+        tokens = flops = 0
         for micro in range(config.grad_accumulation):
             # The global batch of a step is the same sequences however it is split into ranks × micro-batches,
             # so N ranks reproduce one process accumulating N micro-batches (dropout included).
@@ -185,6 +198,7 @@ class Trainer:
             loss.backward()
             total_loss += loss.detach()
             tokens += batch.inputs.numel() * info.world_size
+            flops += batch.inputs.numel() * info.world_size * self._flops_per_token(batch.inputs.shape[1])
         total_loss = distributed.mean_across_ranks(total_loss, info)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor replicated on every rank
@@ -200,7 +214,12 @@ class Trainer:
         self.last_loss = total_loss.item()
         self.progress.step += 1
         self.progress.tokens_seen += tokens
-        return tokens, grad_norm.item(), lr
+        return tokens, flops, grad_norm.item(), lr
+
+    def _flops_per_token(self, length: int) -> int:
+        if length not in self.flops_per_token:
+            self.flops_per_token[length] = training_flops_per_token(self.model, length)
+        return self.flops_per_token[length]
 
     def _evaluate(self) -> dict[str, float]:
         # Rank 0 evaluates while the others wait (all ranks under FSDP, whose forward is a collective);

@@ -77,6 +77,15 @@ class Attention(nn.Module):
         """The projection that writes into the residual stream (gets the scaled-down init)."""
         raise NotImplementedError
 
+    def map_flops_per_token(self, context: int) -> int:
+        """Forward matmul FLOPs per query token of the attention maps and what they read (docs/formulas.md §11):
+        Q·Kᵀ and A·V over `context` keys; the projections are counted as linear layers.
+
+        Default, one map per head: 2·context·(heads·d_head) for Q·Kᵀ and as much again for A·V.
+        """
+        width = self.n_heads * self.d_head
+        return 2 * context * width + 2 * context * width
+
     def initialise(self, matrix_std: Callable[[int], float], residual_scale: float) -> None:
         """Every matrix ~ N(0, matrix_std(fan_in)²); the residual projection's std is further ÷ residual_scale.
 

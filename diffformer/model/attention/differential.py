@@ -90,6 +90,12 @@ class DifferentialAttention(Attention):
     def residual_projection(self) -> nn.Linear:
         return self.out_proj
 
+    def map_flops_per_token(self, context: int) -> int:
+        # Two maps per pair over sub-heads of width d_head (Q·Kᵀ: as wide as vanilla's), each map
+        # reading its pair's V of width 2·d_head: twice vanilla's A·V.
+        width = self.n_heads * self.d_head
+        return 2 * context * width + 2 * context * (2 * width)
+
     def lambda_value(self) -> torch.Tensor:
         """λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, a float32 scalar."""
         first = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))

@@ -56,6 +56,11 @@ class DifferentialV2Attention(Attention):
         self.record_maps(differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.o_proj(merge_heads(out.to(x.dtype)))
 
+    def map_flops_per_token(self, context: int) -> int:
+        # 2·n_heads query heads of width d_head, each with its own map reading V of width d_head.
+        width = 2 * self.n_heads * self.d_head
+        return 2 * context * width + 2 * context * width
+
     def initialise(self, matrix_std, residual_scale) -> None:
         # The λ gate keeps PyTorch's Linear default, as in the reference implementation;
         # only the projections follow the model's matrix rule.
