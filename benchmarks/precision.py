@@ -1,12 +1,14 @@
-"""Whole training steps in float32 and in bf16 autocast, for every attention kind, side by side.
+"""Whole training steps in float32 and in bf16 autocast (and compiled, with --compile), for every kind.
 
 One step = forward, loss, backward, gradient clipping and the AdamW update, as the training
-loop does it (the library's optimizer, loss and autocast). Every (kind, precision) pair is
-timed in interleaved rounds in this one process, so machine drift hits all of them alike;
-the table reports the median step, tokens/s and bf16's speed-up over float32 per kind.
+loop does it (the library's optimizer, loss and autocast). Every (kind, mode) pair is timed
+in interleaved rounds in this one process, so machine drift hits all of them alike; the
+table reports the median step, tokens/s, model FLOPs per token (docs/formulas.md §11), MFU
+against the device's peak in that precision, the speed-up over the same kind's float32
+eager step, and the step time relative to vanilla's in the same mode.
 
     python benchmarks/precision.py                      # d_model 256, 6 layers, T=256, batch 8
-    python benchmarks/precision.py --d-model 512 --length 1024
+    python benchmarks/precision.py --length 1024 --batch 2 --compile
 """
 
 import argparse
@@ -18,9 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from diffformer import ModelConfig, Transformer
-from diffformer.devices import autocast_for
+from diffformer.devices import autocast_for, peak_flops
 from diffformer.metrics import scored_loss
 from diffformer.model.attention import ATTENTION_KINDS
+from diffformer.model.flops import training_flops_per_token
 from diffformer.training.config import TrainConfig
 from diffformer.training.optimizer import build_optimizer
 
@@ -37,12 +40,14 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
 
-def build_step(args, kind: str, precision: str):
-    """A zero-argument function running one full training step; returns its duration in seconds."""
+def build_step(args, kind: str, precision: str, compiled: bool = False):
+    """A zero-argument function running one full training step; returns its duration in seconds,
+    and the model's training FLOPs per token."""
     torch.manual_seed(0)
     device = torch.device(args.device)
     config = ModelConfig(
@@ -55,6 +60,7 @@ def build_step(args, kind: str, precision: str):
     )
     model = Transformer(config).to(device)
     optimizer = build_optimizer(model, TrainConfig(steps=10**6))
+    forward = torch.compile(model) if compiled else model
     tokens = torch.randint(0, args.vocab, (args.batch, args.length + 1), device=device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
 
@@ -64,7 +70,7 @@ def build_step(args, kind: str, precision: str):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(device, precision):
-            loss = scored_loss(model(inputs), targets)
+            loss = scored_loss(forward(inputs), targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -72,40 +78,47 @@ def build_step(args, kind: str, precision: str):
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    return step
+    return step, training_flops_per_token(model, args.length)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    steps = {(kind, p): build_step(args, kind, p) for kind in args.kinds for p in PRECISIONS}
-    for step in steps.values():
-        step()  # warm-up: allocations, kernel selection
-    times = {key: [] for key in steps}
+    modes = [(p, False) for p in PRECISIONS] + ([(p, True) for p in PRECISIONS] if args.compile else [])
+    built = {(kind, mode): build_step(args, kind, *mode) for kind in args.kinds for mode in modes}
+    for step, _ in built.values():
+        step()  # warm-up: allocations, kernel selection, compilation
+        step()
+    times = {key: [] for key in built}
     for _ in range(args.repeats):
-        for key, step in steps.items():
+        for key, (step, _) in built.items():
             times[key].append(step())
     median = {key: statistics.median(values) for key, values in times.items()}
     tokens = args.batch * args.length
+    device = torch.device(args.device)
+    peaks = {p: peak_flops(device, p) for p in PRECISIONS}
     table = Table(
         title=f"training step, {args.device}, d_model {args.d_model}, {args.n_layers} layers, "
         f"T={args.length}, batch {args.batch} (median of {args.repeats}, interleaved)"
     )
-    table.add_column("kind", no_wrap=True)
-    for column in ("fp32 ms", "fp32 tok/s", "bf16 ms", "bf16 tok/s", "bf16 ÷ fp32 time", "bf16 × vanilla"):
-        table.add_column(column, justify="right")
-    vanilla = median.get(("vanilla", "bf16"))
+    for column in ("kind", "mode", "ms", "tok/s", "GFLOP/token", "MFU", "× fp32 eager speed", "time ÷ vanilla"):
+        table.add_column(column, justify="left" if column in ("kind", "mode") else "right", no_wrap=True)
     for kind in args.kinds:
-        fp32, bf16 = median[(kind, "fp32")], median[(kind, "bf16")]
-        table.add_row(
-            kind,
-            f"{1000 * fp32:.0f}",
-            f"{tokens / fp32:,.0f}",
-            f"{1000 * bf16:.0f}",
-            f"{tokens / bf16:,.0f}",
-            f"{fp32 / bf16:.2f}× faster",
-            f"{bf16 / vanilla:.2f}" if vanilla else "–",
-        )
+        for mode in modes:
+            seconds, flops = median[(kind, mode)], built[(kind, mode)][1]
+            vanilla = median.get(("vanilla", mode))
+            table.add_row(
+                kind,
+                mode[0] + (" compiled" if mode[1] else ""),
+                f"{1000 * seconds:.0f}",
+                f"{tokens / seconds:,.0f}",
+                f"{flops / 1e9:.3f}",
+                f"{flops * tokens / seconds / peaks[mode[0]].flops_per_second:.1%}",
+                f"{median[(kind, ('fp32', False))] / seconds:.2f}×",
+                f"{seconds / vanilla:.2f}" if vanilla else "–",
+            )
     Console().print(table)
+    for precision, peak in peaks.items():
+        Console().print(f"peak {precision}: {peak.flops_per_second / 1e9:,.0f} GFLOP/s ({peak.source})")
 
 
 if __name__ == "__main__":

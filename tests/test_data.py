@@ -267,3 +267,43 @@ def test_mqar_layout_settings_are_checked(settings, message):
 
     with pytest.raises(ValidationError, match=re.escape(message)):
         MqarTask(**{"task": "mqar", "vocab_size": 64, "num_pairs": 8, "seq_len": 64, **settings})
+
+
+def test_a_streamed_hub_dataset_reads_only_its_first_max_documents(tmp_path, monkeypatch):
+    """Offline stand-in for the hub: a stream that counts how many documents were pulled from it."""
+    import datasets
+
+    pulled = []
+
+    def documents():
+        for i in range(10_000):
+            pulled.append(i)
+            yield {"content": f"Streamed document {i} about attention and keys {i % 11}.", "id": i}
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        assert (name, config, split, streaming) == ("someone/corpus", "sample", "train", True)
+        return datasets.IterableDataset.from_generator(documents)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    config = TextTask(
+        task="text",
+        dataset="someone/corpus",
+        config="sample",
+        streaming=True,
+        max_documents=200,
+        text_column="content",
+        tokenizer={"kind": "byte"},
+        seq_len=16,
+        val_fraction=0.1,
+    )
+    data = prepare_data(config, tmp_path / "cache")
+    assert len(pulled) < 300, "the stream must not be read to its end"
+    text = data.tokenizer.decode(data.val_tokens[:2000].tolist())
+    assert "document 199 " in text and "document 200 " not in text
+
+
+def test_streaming_needs_a_hub_dataset_and_a_document_limit():
+    with pytest.raises(ValueError, match="streaming reads a hub dataset"):
+        TextTask(task="text", dataset="someone/corpus", streaming=True)
+    with pytest.raises(ValueError, match="data.config names a configuration"):
+        TextTask(task="text", builtin="pydoc_topics", config="sample")

@@ -1,6 +1,7 @@
 """Recipes: validation messages, extends, --set, the resolved recipe and the JSON Schema."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -167,3 +168,12 @@ def test_schema_command_prints_the_recipe_json_schema(tmp_path):
     assert {"name", "model", "data", "train", "eval", "output"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
     assert "differential" in json.dumps(schema)
+
+
+SHIPPED_RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_is_valid(path):
+    recipe = load_recipe(path)
+    assert recipe.name and recipe.train.steps > 0

@@ -39,6 +39,11 @@ class TextTask(Section):
     builtin: Literal["pydoc_topics"] | None = Field(
         None, description="pydoc_topics: Python's own documentation topics, always offline."
     )
+    config: str | None = Field(None, description="The hub dataset's configuration (subset), e.g. sample-10BT.")
+    streaming: bool = Field(
+        False, description="Read the hub dataset as a stream, keeping its first max_documents (no full download)."
+    )
+    max_documents: int | None = Field(None, gt=1, le=10**9, description="Use only the first N documents.")
     text_column: str = "text"
     split: str = "train"
     tokenizer: TokenizerConfig = Field(default_factory=lambda: BpeTokenizer(kind="bpe"))
@@ -50,6 +55,10 @@ class TextTask(Section):
         given = [name for name in ("path", "dataset", "builtin") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"text data needs exactly one of path, dataset or builtin (got {given or 'none'})")
+        if self.streaming and (self.dataset is None or self.max_documents is None):
+            raise ValueError("streaming reads a hub dataset: it needs data.dataset and data.max_documents")
+        if self.config is not None and self.dataset is None:
+            raise ValueError("data.config names a configuration of a hub dataset: it needs data.dataset")
         return self
 
     @property
@@ -127,7 +136,7 @@ def _load_documents(config: TextTask):
         source = f"data file {path}"
     else:
         try:
-            loaded = datasets.load_dataset(config.dataset, split=config.split)
+            loaded = _load_hub_dataset(config)
         except Exception as error:
             raise DataError(
                 f"dataset '{config.dataset}' (split '{config.split}') is not available: "
@@ -143,9 +152,22 @@ def _load_documents(config: TextTask):
     if config.text_column != "text":
         loaded = loaded.rename_column(config.text_column, "text")
     loaded = loaded.filter(lambda row: bool(row["text"] and str(row["text"]).strip()))
+    if config.max_documents is not None and len(loaded) > config.max_documents:
+        loaded = loaded.select(range(config.max_documents))
     if len(loaded) == 0:
         raise DataError(f"{source} contains no text")
     return loaded
+
+
+def _load_hub_dataset(config: TextTask):
+    """The hub dataset, whole, or streamed with only its first max_documents kept (then cached as tokens)."""
+    import datasets
+
+    if not config.streaming:
+        return datasets.load_dataset(config.dataset, config.config, split=config.split)
+    stream = datasets.load_dataset(config.dataset, config.config, split=config.split, streaming=True)
+    rows = [row[config.text_column] for row in stream.select_columns([config.text_column]).take(config.max_documents)]
+    return datasets.Dataset.from_dict({config.text_column: rows})
 
 
 def _check_data_file(path: Path) -> str:
@@ -205,5 +227,9 @@ def _source_fingerprint(config: TextTask, documents) -> str:
     elif config.builtin is not None:
         digest.update(f"builtin|{config.builtin}|{sys.version}".encode())
     else:
-        digest.update(f"hub|{config.dataset}|{config.split}|{config.text_column}|{documents._fingerprint}".encode())
+        # A stream's documents have no stable fingerprint of their own: name what was read.
+        read = f"stream|{config.max_documents}" if config.streaming else documents._fingerprint
+        digest.update(f"hub|{config.dataset}|{config.config}|{config.split}|{config.text_column}|{read}".encode())
+    if config.max_documents is not None:
+        digest.update(f"|max_documents={config.max_documents}".encode())
     return digest.hexdigest()

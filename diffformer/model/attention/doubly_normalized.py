@@ -147,8 +147,10 @@ def doubly_normalized_maps(
         carry = torch.cat([last_lse, carry[..., end:]], dim=-1)
         inside = sorted_positions[(sorted_positions >= start) & (sorted_positions < end)] - start
         pad = length - end
+        future = torch.arange(end, device=q.device)[None, :] > (start + inside)[:, None]
         weights.append(torch.nn.functional.pad(probs[:, :, inside], (0, pad)))
-        logits.append(torch.nn.functional.pad(scores[:, :, inside], (0, pad), value=float("-inf")))
+        row_logits = scores[:, :, inside].masked_fill(future, float("-inf"))
+        logits.append(torch.nn.functional.pad(row_logits, (0, pad), value=float("-inf")))
     restore = order.argsort()  # blocks gave the rows in ascending position order
     return AttentionMaps(
         torch.cat(weights, dim=2)[:, :, restore], {"logits": torch.cat(logits, dim=2)[:, :, restore]}, positions
@@ -175,33 +177,40 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slop
 
     q_block: (B, H, b, d); k_prefix: (B, H, e, d) for keys 0..e-1 (e = last row + 1);
     carry_prefix: (B, H, e), float32 or wider, sets the precision. Returns the rows'
-    probabilities (B, H, b, e), the updated carry (B, H, e) and the raw scores, −inf on future keys.
+    probabilities (B, H, b, e), the updated carry (B, H, e) and the raw scores, MASKED_SCORE on future keys.
     """
-    scale = q_block.shape[-1] ** -0.5
-    scores = (q_block @ k_prefix.transpose(-1, -2)).to(carry_prefix.dtype) * scale
+    scale = q_block.shape[-1] ** -0.5  # applied to the (smaller) query block, not to the scores
+    scores = ((q_block * scale) @ k_prefix.transpose(-1, -2)).to(carry_prefix.dtype)
     query_index = torch.arange(first_query, first_query + q_block.shape[-2], device=q_block.device)
     if slopes is not None:
         scores = scores + alibi_bias(slopes, query_index, k_prefix.shape[-2]).to(scores.dtype)
     key_index = torch.arange(k_prefix.shape[-2], device=q_block.device)
     future = key_index[None, :] > query_index[:, None]
     masked_scores = scores.masked_fill(future, MASKED_SCORE)
-    column_lse = _column_prefix_logsumexp(masked_scores, carry_prefix, future)
-    logits = (scores - mix * column_lse).masked_fill(future, float("-inf"))
-    return logits.softmax(dim=-1), column_lse[..., -1, :], scores.masked_fill(future, float("-inf"))
+    column_lse = _column_prefix_logsumexp(masked_scores, carry_prefix, first_query)
+    # Future keys keep their MASKED_SCORE (C is finite there), so softmax gives them exactly 0,
+    # as −inf would, without another pass over the block.
+    logits = masked_scores - mix * column_lse
+    return logits.softmax(dim=-1), column_lse[..., -1, :], masked_scores
 
 
-def _column_prefix_logsumexp(masked_scores, carry, future):
+def _column_prefix_logsumexp(masked_scores, carry, first_query: int):
     """C_ij = logaddexp(carry_j, logsumexp_{i' ≤ i} S_i'j) down the query axis of one block.
 
     Fast path: shift each column by its largest value (carry included), then exp, cumsum and
     log — vectorised, unlike torch.logcumsumexp's sequential scan (~5× faster on CPU). It is
     exact unless a running sum falls where the float format loses precision (scores some 70
     below their column's maximum, e.g. logit outliers); such a block takes the exact scan.
+    A running sum only grows down a column, so its smallest value on or below the diagonal is
+    in the column's first row that sees the key: checking that row per column suffices.
     """
     shift = torch.maximum(carry, masked_scores.amax(dim=-2)).detach().unsqueeze(-2)  # (B, H, 1, e)
     running = (masked_scores - shift).exp().cumsum(dim=-2) + (carry.unsqueeze(-2) - shift).exp()
     smallest_safe = torch.finfo(running.dtype).tiny * 2**24
-    if bool(((running < smallest_safe) & ~future).any()):
+    keys = running.shape[-1]
+    first_row = (torch.arange(keys, device=running.device) - first_query).clamp_min(0)  # key j's first query row
+    first_seen = running.gather(-2, first_row.view(1, 1, 1, keys).expand(*running.shape[:2], 1, keys))
+    if bool((first_seen < smallest_safe).any()):
         return torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2))
     # Clamping keeps log finite on masked entries (i < j), which are discarded afterwards.
     return running.clamp_min(smallest_safe).log() + shift
