@@ -116,9 +116,10 @@ def main(argv=None) -> None:
                 f"{median[(kind, ('fp32', False))] / seconds:.2f}×",
                 f"{seconds / vanilla:.2f}" if vanilla else "–",
             )
-    Console().print(table)
+    console = Console(width=160)
+    console.print(table)
     for precision, peak in peaks.items():
-        Console().print(f"peak {precision}: {peak.flops_per_second / 1e9:,.0f} GFLOP/s ({peak.source})")
+        console.print(f"peak {precision}: {peak.flops_per_second / 1e9:,.0f} GFLOP/s ({peak.source})")
 
 
 if __name__ == "__main__":

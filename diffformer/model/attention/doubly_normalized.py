@@ -187,15 +187,20 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slop
     key_index = torch.arange(k_prefix.shape[-2], device=q_block.device)
     future = key_index[None, :] > query_index[:, None]
     masked_scores = scores.masked_fill(future, MASKED_SCORE)
-    column_lse = _column_prefix_logsumexp(masked_scores, carry_prefix, first_query)
-    # Future keys keep their MASKED_SCORE (C is finite there), so softmax gives them exactly 0,
-    # as −inf would, without another pass over the block.
-    logits = masked_scores - mix * column_lse
-    return logits.softmax(dim=-1), column_lse[..., -1, :], masked_scores
+    shifted, log_running, shift = _column_prefix_logsumexp(masked_scores, carry_prefix, first_query)
+    # C = log_running + shift. Future keys keep their MASKED_SCORE (C is finite there), so softmax
+    # gives them exactly 0, as −inf would, without another pass over the block.
+    if isinstance(mix, float) and mix == 1.0:
+        logits = shifted - log_running  # S − C, reusing S − shift from the log-sum-exp: one pass, not three
+    else:
+        logits = masked_scores - mix * (log_running + shift)
+    last_lse = log_running[..., -1, :] + shift[..., 0, :]
+    return logits.softmax(dim=-1), last_lse, masked_scores
 
 
 def _column_prefix_logsumexp(masked_scores, carry, first_query: int):
-    """C_ij = logaddexp(carry_j, logsumexp_{i' ≤ i} S_i'j) down the query axis of one block.
+    """C_ij = logaddexp(carry_j, logsumexp_{i' ≤ i} S_i'j) down the query axis of one block, as
+    (S − shift, log_running, shift) with C = log_running + shift and shift (B, H, 1, e) per column.
 
     Fast path: shift each column by its largest value (carry included), then exp, cumsum and
     log — vectorised, unlike torch.logcumsumexp's sequential scan (~5× faster on CPU). It is
@@ -205,12 +210,16 @@ def _column_prefix_logsumexp(masked_scores, carry, first_query: int):
     in the column's first row that sees the key: checking that row per column suffices.
     """
     shift = torch.maximum(carry, masked_scores.amax(dim=-2)).detach().unsqueeze(-2)  # (B, H, 1, e)
-    running = (masked_scores - shift).exp().cumsum(dim=-2) + (carry.unsqueeze(-2) - shift).exp()
-    smallest_safe = torch.finfo(running.dtype).tiny * 2**24
+    shifted = masked_scores - shift
+    # The smallest normal number, added with the carry's term at no extra pass, keeps log finite on
+    # masked entries (i < j, discarded afterwards) and changes C elsewhere by under 2^-24 relative.
+    floor = torch.finfo(shifted.dtype).tiny
+    running = shifted.exp().cumsum(dim=-2) + ((carry.unsqueeze(-2) - shift).exp() + floor)
+    smallest_safe = floor * 2**24
     keys = running.shape[-1]
     first_row = (torch.arange(keys, device=running.device) - first_query).clamp_min(0)  # key j's first query row
     first_seen = running.gather(-2, first_row.view(1, 1, 1, keys).expand(*running.shape[:2], 1, keys))
     if bool((first_seen < smallest_safe).any()):
-        return torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2))
-    # Clamping keeps log finite on masked entries (i < j), which are discarded afterwards.
-    return running.clamp_min(smallest_safe).log() + shift
+        exact = torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2))
+        return masked_scores, exact, torch.zeros_like(shift)
+    return shifted, running.log(), shift
