@@ -43,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model or layer first")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--time-length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory", nargs=2, metavar=("KIND", "T"), help=argparse.SUPPRESS)
@@ -82,16 +83,18 @@ def build_step(args, kind: str, length: int):
     model = Transformer(config).to(device)
     if args.scope == "attention":
         module = model.blocks[1].attention
+        forward = torch.compile(module) if args.compile else module
         inputs = torch.randn(args.batch, length, args.d_model, device=device, requires_grad=True)
 
         def loss():
-            return module(inputs).float().square().mean()
+            return forward(inputs).float().square().mean()
     else:
         module = model
+        forward = torch.compile(model) if args.compile else model
         tokens = torch.randint(0, 512, (args.batch, length), device=device)
 
         def loss():
-            logits = model(tokens)
+            logits = forward(tokens)
             return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
 
     def step() -> float:
@@ -163,6 +166,7 @@ def _subprocess(args, extra: list[str], env: dict) -> dict:
         str(args.repeats),
         "--kinds",
         *args.kinds,
+        *(["--compile"] if args.compile else []),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -80,6 +80,17 @@ def peak_flops(device: torch.device, precision: str) -> PeakFlops:
     return _measured_peak(device.type, device.index, precision)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 where this device multiplies bf16 matrices at least twice as fast as float32
+    (CUDA GPUs with bf16 support; CPUs with AMX or similar bf16 units, measured), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    bf16, fp32 = peak_flops(device, "bf16"), peak_flops(device, "fp32")
+    return "bf16" if bf16.flops_per_second >= 2 * fp32.flops_per_second else "fp32"
+
+
 @cache
 def _measured_peak(device_type: str, index: int | None, precision: str, size: int = 1024) -> PeakFlops:
     device = torch.device(device_type, index) if index is not None else torch.device(device_type)
@@ -87,7 +98,7 @@ def _measured_peak(device_type: str, index: int | None, precision: str, size: in
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
-    for _ in range(4):  # the first round warms up kernels and caches
+    for _ in range(8):  # the first rounds warm up kernels and caches; the best is the least disturbed
         if device_type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
@@ -95,5 +106,5 @@ def _measured_peak(device_type: str, index: int | None, precision: str, size: in
         if device_type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - started)
-    how = f"measured: best of 4 {dtype} {size}² matmuls, {torch.get_num_threads()} threads"
+    how = f"measured: best of 8 {dtype} {size}² matmuls, {torch.get_num_threads()} threads"
     return PeakFlops(2 * size**3 / best, how)

@@ -25,6 +25,12 @@ class TrainingDiverged(DiffformerError):
     exit_code = 1
 
 
+class CompileFailed(DiffformerError):
+    """torch.compile could not compile the model here (no C++ compiler, an unsupported operation)."""
+
+    exit_code = 1
+
+
 def first_line(error: Exception) -> str:
     """The first line of a third-party exception's message, for a one-line error of our own."""
     text = str(error).strip().splitlines()

@@ -50,6 +50,7 @@ def _recipe(folder: Path, name: str, parallel: str = "ddp", grad_accumulation: i
                 "checkpoint_every": 4,
                 "keep_checkpoints": 2,
                 "parallel": parallel,
+                "precision": "fp32",  # compared within float32 tolerance
                 "activation_checkpointing": parallel == "fsdp",  # FSDP2 with recomputed blocks
             },
             "eval": {"every": 20, "batches": 2},

@@ -52,7 +52,7 @@ MALFORMED = [
     ),
     ("wrong type", _with("train.steps", "many"), "train.steps: Input should be a valid integer"),
     ("out of range", _with("train.lr", -1), "train.lr: Input should be greater than 0"),
-    ("bad enum", _with("train.precision", "fp16"), "train.precision: Input should be 'fp32' or 'bf16'"),
+    ("bad enum", _with("train.precision", "fp16"), "train.precision: Input should be 'auto', 'fp32' or 'bf16'"),
     ("missing section", {k: v for k, v in GOOD.items() if k != "data"}, "data: required but missing"),
     ("d_model not divisible", _with("model.n_heads", 3), "d_model (32) must be divisible by n_heads (3)"),
     (

@@ -65,8 +65,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        # Set by training (train.activation_checkpointing): blocks keep only their input for backward.
-        self.activation_checkpointing = False
+        self._activation_checkpointing = False
         self._initialise()
 
     def _initialise(self) -> None:
@@ -98,6 +97,17 @@ class Transformer(nn.Module):
             for projection in (block.mlp.gate, block.mlp.up):
                 nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
             nn.init.normal_(block.mlp.down.weight, std=matrix_std(block.mlp.down.in_features) / depth_scale)
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Set by training (train.activation_checkpointing): blocks keep only their input for backward."""
+        return self._activation_checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, on: bool) -> None:
+        self._activation_checkpointing = on
+        for block in self.blocks:
+            block.attention.recomputed = on
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]

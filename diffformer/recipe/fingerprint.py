@@ -47,12 +47,16 @@ def fingerprint(settings: dict[str, Any]) -> str:
 def differences(recorded: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """'key: old → new' for every defining setting that differs.
 
-    model.vocab_size is filled in from the data when a recipe leaves it out, so a recipe
-    without one agrees with any recorded value.
+    model.vocab_size is filled in from the data when a recipe leaves it out, and
+    train.precision `auto` is decided when training starts (a resume keeps the recorded one), so
+    such a recipe agrees with any recorded value.
     """
     changed = []
     for key in sorted(set(recorded) | set(current)):
-        if key in ignore or (key == "model.vocab_size" and current.get(key) is None):
+        decided_later = (key == "model.vocab_size" and current.get(key) is None) or (
+            key == "train.precision" and current.get(key) == "auto"
+        )
+        if key in ignore or decided_later:
             continue
         old, new = recorded.get(key), current.get(key)
         if json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):

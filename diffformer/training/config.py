@@ -21,7 +21,11 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW decay on weight matrices only.")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the global gradient norm (null: no clipping).")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast on CPU or CUDA.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16 = autocast on CPU or CUDA; auto = bf16 where the device's bf16 matrix products are at "
+        "least 2x float32's (GPUs with bf16, CPUs with AMX), else fp32. The run folder records the choice.",
+    )
     compile: bool = Field(False, description="torch.compile the model (same results within float tolerance).")
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp", description="Under torchrun: ddp (a replica per rank) or fsdp (FSDP2, parameters sharded)."

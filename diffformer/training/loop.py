@@ -15,7 +15,7 @@ import torch
 
 from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_weights
 from diffformer.data import prepare_data
-from diffformer.devices import pick_device
+from diffformer.devices import pick_device, resolve_precision
 from diffformer.errors import RecipeError
 from diffformer.model.transformer import Transformer
 from diffformer.recipe import Recipe
@@ -61,6 +61,8 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
             return finished
     data = prepare_data(recipe.data, cache_dir)
     model_config = recipe.resolved_model(data.vocab_size)
+    precision = _decide_precision(recipe, folder, device, resuming=resume and not start_fresh)
+    recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": precision})})
     resolved = recipe.model_copy(update={"model": model_config, "output": folder.path})
     torch.manual_seed(recipe.seed)
     model = Transformer(model_config).to(device)
@@ -84,6 +86,15 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
         distributed.barrier(info)
         resumed_from = str(checkpoints[-1]) if checkpoints else None
         return _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, parallel)
+
+
+def _decide_precision(recipe: Recipe, folder: RunFolder, device, resuming: bool) -> str:
+    """The recipe's precision; for `auto`, the one a resumed run was trained in, else the device's choice."""
+    if recipe.train.precision == "auto" and resuming:
+        recorded = (folder.read_manifest() or {}).get("settings", {})
+        if isinstance(recorded, dict) and recorded.get("train.precision") in ("fp32", "bf16"):
+            return recorded["train.precision"]
+    return resolve_precision(recipe.train.precision, device)
 
 
 def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool, resumed_step: int) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from diffformer.checkpoint import save_checkpoint
 from diffformer.devices import PeakFlops, autocast_for, peak_flops
-from diffformer.errors import DiffformerError, TrainingDiverged
+from diffformer.errors import CompileFailed, DiffformerError, TrainingDiverged, first_line
 from diffformer.metrics import evaluate, scored_loss
 from diffformer.model.flops import training_flops_per_token
 from diffformer.recipe import Recipe
@@ -111,7 +111,7 @@ class Trainer:
         throughput, session = _Throughput(peak, self.info.world_size), _Throughput(peak, self.info.world_size)
         with self._ctrl_c_saves_a_checkpoint():
             while self.progress.step < self.config.steps:
-                tokens, flops, grad_norm, lr = self._step()
+                tokens, flops, grad_norm, lr = self._compiled_step() if self.config.compile else self._step()
                 throughput.add(tokens, flops)
                 session.add(tokens, flops)
                 self.progress.wall_seconds = wall_before + time.perf_counter() - started
@@ -215,6 +215,18 @@ class Trainer:
         self.progress.step += 1
         self.progress.tokens_seen += tokens
         return tokens, flops, grad_norm.item(), lr
+
+    def _compiled_step(self) -> tuple[int, int, float, float]:
+        """A step of the compiled model; a compiler failure is one line naming the way out, not a traceback."""
+        from torch._dynamo.exc import TorchDynamoException
+
+        try:
+            return self._step()
+        except TorchDynamoException as error:
+            raise CompileFailed(
+                f"torch.compile failed at step {self.progress.step + 1} ({first_line(error)}); "
+                "train without it: --set train.compile=false"
+            ) from None
 
     def _flops_per_token(self, length: int) -> int:
         if length not in self.flops_per_token:

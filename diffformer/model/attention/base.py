@@ -50,6 +50,8 @@ class Attention(nn.Module):
         self.rotary = rotary
         self.recorder: AttentionCapture | None = None
         self.uses_alibi = model.position == "alibi"
+        # Set by the model while its blocks are activation-checkpointed (recomputed in backward).
+        self.recomputed = False
         # Non-persistent: derived from the config, so checkpoints do not carry it.
         self.register_buffer("alibi_slopes", None, persistent=False)
 

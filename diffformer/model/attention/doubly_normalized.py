@@ -9,9 +9,11 @@ Without the sink every key receives ≥ 1/j in total, but every token also gives
 ≥ 1/i; the sink removes that bias against sharp retrieval.
 
 C depends on both i and j, so no fused kernel applies. Queries are processed in
-blocks carrying the column log-sum-exp forward; in training each block is
+blocks carrying the column log-sum-exp forward; in eager training each block is
 recomputed in backward (activation checkpointing), so autograd keeps only the
 inputs and one (B, H, T) carry per block instead of several B·H·T² intermediates.
+Under torch.compile the elementwise passes of a block fuse, and the compiler's
+partitioner chooses what to keep for backward.
 """
 
 from typing import Literal
@@ -86,7 +88,9 @@ class DoublyNormalizedAttention(Attention):
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
         mix = self.mix()
-        out = prefix_doubly_normalized_attention(q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes)
+        out = prefix_doubly_normalized_attention(
+            q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes, self.recomputed
+        )
         self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block, self.alibi_slopes)
         return self.out_proj(merge_heads(out.to(x.dtype)))
 
@@ -99,23 +103,31 @@ def prefix_doubly_normalized_attention(
     sink_logit: torch.Tensor | None = None,
     query_block: int = DEFAULT_QUERY_BLOCK,
     slopes: torch.Tensor | None = None,
+    recomputed: bool = False,
 ) -> torch.Tensor:
     """Causal prefix doubly-normalized attention of q, k, v: (B, H, T, d) -> (B, H, T, d).
 
     mix: m, a float or a (1, H, 1, 1) tensor. sink_logit: (H,) background query b_h or None.
     slopes: (H,) ALiBi slopes, added to the scores before both normalisations, or None.
+    recomputed: the caller is inside activation checkpointing (train.activation_checkpointing).
+
+    Eager, or compiled inside activation checkpointing, each query block is recomputed in
+    backward: memory stays linear in T. Compiled otherwise, the exactness check becomes a
+    torch.cond (which checkpointing cannot run) so the whole layer fuses into one graph, and the
+    compiler's partitioner keeps what backward needs: much faster, but memory grows like T².
     """
     length = q.shape[-2]
-    recompute_in_backward = torch.is_grad_enabled()
+    fused = torch.compiler.is_compiling() and not recomputed
+    recompute_in_backward = torch.is_grad_enabled() and not fused
     carry = _initial_carry(q, sink_logit)
     outputs = []
     for start in range(0, length, query_block):
         end = min(start + query_block, length)
-        block_args = (q[:, :, start:end], k[:, :, :end], v[:, :, :end], carry[..., :end], mix, start, slopes)
+        block = (q[:, :, start:end], k[:, :, :end], v[:, :, :end], carry[..., :end], mix, start, slopes, fused)
         if recompute_in_backward:
-            out, last_lse = checkpoint(_attend_query_block, *block_args, use_reentrant=False)
+            out, last_lse = checkpoint(_attend_query_block, *block, use_reentrant=False)
         else:
-            out, last_lse = _attend_query_block(*block_args)
+            out, last_lse = _attend_query_block(*block)
         outputs.append(out)
         carry = torch.cat([last_lse, carry[..., end:]], dim=-1)
     return torch.cat(outputs, dim=2)
@@ -166,13 +178,13 @@ def _initial_carry(q: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Te
     return sink_logit.to(lse_dtype).view(1, heads, 1).expand(batch, heads, length)
 
 
-def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_query, slopes):
+def _attend_query_block(q_block, k_prefix, v_prefix, carry_prefix, mix, first_query, slopes, fused=False):
     """Output rows first_query.. and the updated column log-sum-exp, given that of all earlier queries."""
-    probs, last_lse, _ = _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slopes)
+    probs, last_lse, _ = _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slopes, fused)
     return probs.to(v_prefix.dtype) @ v_prefix, last_lse
 
 
-def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slopes=None):
+def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slopes=None, fused=False):
     """Attention rows first_query.. given the column log-sum-exp of all earlier queries.
 
     q_block: (B, H, b, d); k_prefix: (B, H, e, d) for keys 0..e-1 (e = last row + 1);
@@ -187,7 +199,7 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slop
     key_index = torch.arange(k_prefix.shape[-2], device=q_block.device)
     future = key_index[None, :] > query_index[:, None]
     masked_scores = scores.masked_fill(future, MASKED_SCORE)
-    shifted, log_running, shift = _column_prefix_logsumexp(masked_scores, carry_prefix, first_query)
+    shifted, log_running, shift = _column_prefix_logsumexp(masked_scores, carry_prefix, first_query, fused)
     # C = log_running + shift. Future keys keep their MASKED_SCORE (C is finite there), so softmax
     # gives them exactly 0, as −inf would, without another pass over the block.
     if isinstance(mix, float) and mix == 1.0:
@@ -198,7 +210,7 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slop
     return logits.softmax(dim=-1), last_lse, masked_scores
 
 
-def _column_prefix_logsumexp(masked_scores, carry, first_query: int):
+def _column_prefix_logsumexp(masked_scores, carry, first_query: int, fused: bool = False):
     """C_ij = logaddexp(carry_j, logsumexp_{i' ≤ i} S_i'j) down the query axis of one block, as
     (S − shift, log_running, shift) with C = log_running + shift and shift (B, H, 1, e) per column.
 
@@ -219,7 +231,18 @@ def _column_prefix_logsumexp(masked_scores, carry, first_query: int):
     keys = running.shape[-1]
     first_row = (torch.arange(keys, device=running.device) - first_query).clamp_min(0)  # key j's first query row
     first_seen = running.gather(-2, first_row.view(1, 1, 1, keys).expand(*running.shape[:2], 1, keys))
-    if bool((first_seen < smallest_safe).any()):
-        exact = torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2))
-        return masked_scores, exact, torch.zeros_like(shift)
-    return shifted, running.log(), shift
+    imprecise = (first_seen < smallest_safe).any()
+    operands = (masked_scores, carry, running, shift)
+    if fused:  # compiling: a data-dependent branch inside the graph instead of a graph break
+        return shifted, torch.cond(imprecise, _exact_log_running, _fast_log_running, operands), shift
+    log_running = _exact_log_running(*operands) if bool(imprecise) else _fast_log_running(*operands)
+    return shifted, log_running, shift
+
+
+def _fast_log_running(masked_scores, carry, running, shift):
+    return running.log()
+
+
+def _exact_log_running(masked_scores, carry, running, shift):
+    """C − shift from the sequential scan: exact however far below its column's maximum a score lies."""
+    return torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2)) - shift
