@@ -115,7 +115,9 @@ def test_an_fsdp_checkpoint_loads_in_one_process_and_in_eval_probe_and_compare(r
     assert json.loads(evaluated.output)["metrics"]["loss"] > 0
     probed = runner.invoke(app, ["probe", str(runs / "fsdp"), "--json", "--samples", "4"])
     assert probed.exit_code == 0, probed.output
-    compared = runner.invoke(app, ["compare", str(runs / "single"), str(runs / "fsdp"), "--json"])
+    compared = runner.invoke(
+        app, ["compare", str(runs / "single"), str(runs / "fsdp"), "--json", "--output", str(tmp_path / "compared")]
+    )
     assert compared.exit_code == 0, compared.output
     # And a run trained sharded continues in one process: the checkpoint is the full state.
     shutil.copytree(runs / "fsdp", tmp_path / "fsdp")
