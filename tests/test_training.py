@@ -382,3 +382,31 @@ def test_evaluate_restores_training_mode_when_a_batch_fails():
     with pytest.raises(RuntimeError, match="disk gone"):
         evaluate(model, BrokenData(), 0, 2, 4, torch.device("cpu"))
     assert model.training, "evaluate must hand the model back in training mode"
+
+
+@pytest.mark.parametrize(("bf16_rate", "expected"), [(800e9, "bf16"), (150e9, "fp32")])
+def test_auto_precision_is_bf16_only_where_bf16_matmuls_are_twice_as_fast(monkeypatch, bf16_rate, expected):
+    import diffformer.devices as devices
+
+    rates = {"fp32": 200e9, "bf16": bf16_rate}
+    monkeypatch.setattr(devices, "peak_flops", lambda device, precision: devices.PeakFlops(rates[precision], "test"))
+    assert devices.resolve_precision("auto", torch.device("cpu")) == expected
+    assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_auto_precision_is_recorded_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    import diffformer.training.loop as loop
+
+    recipe = _recipe(tmp_path, "run", steps=3, precision="auto")
+    monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "fp32")
+    assert runner.invoke(app, ["train", str(recipe)]).exit_code == 0
+    run = RunFolder(tmp_path / "run")
+    assert yaml.safe_load(run.recipe_file.read_text())["train"]["precision"] == "fp32"
+    assert run.read_manifest()["settings"]["train.precision"] == "fp32"
+    # On a machine where auto would pick bf16, continuing the run keeps the float32 it was trained in.
+    monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "bf16")
+    longer = _recipe(tmp_path, "run", steps=5, precision="auto")
+    result = runner.invoke(app, ["train", str(longer), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(run.recipe_file.read_text())["train"]["precision"] == "fp32"
+    assert load_trained_model(run.path).step == 5
