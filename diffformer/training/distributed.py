@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffformer.checkpoint import load_named_optimizer_state, named_optimizer_state
+from diffformer.model.transformer import Transformer
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Parallelism:
         if self._unsharded_copy is None:
             # One plain CPU copy, refilled at every checkpoint: safetensors' save_model needs a module
             # (it keeps one name for the tied embedding, as in a single-process run).
-            self._unsharded_copy = _plain_copy(model)
+            self._unsharded_copy = Transformer(model.config)
         self._unsharded_copy.load_state_dict(weights)
         return self._unsharded_copy, optimizer_state
 
@@ -124,9 +125,3 @@ class Parallelism:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-
-
-def _plain_copy(model: nn.Module) -> nn.Module:
-    from diffformer.model.transformer import Transformer
-
-    return Transformer(model.config)
