@@ -188,3 +188,31 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(kind):
     assert gradients[0].keys() == gradients[1].keys()
     for name in gradients[0]:
         torch.testing.assert_close(gradients[1][name], gradients[0][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def _train_a_few_steps(model, steps=5):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        tokens = torch.randint(0, 37, (4, 20))
+        loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_identical_heads_stay_identical_and_identical_qkv_heads_drift_apart(kind):
+    from diffformer.model.heads import head_spread
+
+    config = dict(vocab_size=37, d_model=32, n_layers=2, n_heads=4, max_seq_len=64, attention={"kind": kind})
+    identical = Transformer(ModelConfig(**config, head_init="identical"))
+    shared_reading = Transformer(ModelConfig(**config, head_init="identical_qkv"))
+    assert all(head_spread(b.attention) == 0.0 for b in identical.blocks)
+    assert all(head_spread(b.attention, outputs_too=False) == 0.0 for b in shared_reading.blocks)
+    assert all(head_spread(b.attention) > 0.05 for b in shared_reading.blocks)  # output columns differ
+    _train_a_few_steps(identical)
+    _train_a_few_steps(shared_reading)
+    for block in identical.blocks:
+        assert head_spread(block.attention) < 1e-6, "symmetric heads get symmetric gradients"
+    for block in shared_reading.blocks:
+        assert head_spread(block.attention, outputs_too=False) > 1e-4, "different output columns break the symmetry"

@@ -50,6 +50,12 @@ class ModelConfig(Section):
         description="Std of every weight at init (0.02 = GPT-2). Default: 1/√(3·fan_in) per matrix and N(0, 1) "
         "embeddings, which equals GPT-2's 0.02 at d_model 768 and lets small models learn recall.",
     )
+    head_init: Literal["random", "identical_qkv", "identical"] = Field(
+        "random",
+        description="random; identical_qkv: every head of a layer starts with head 0's query/key/value weights "
+        "(output projection random); identical: the output projection's columns too (heads then stay identical "
+        "without dropout).",
+    )
     attention: AttentionConfig = Field(default_factory=VanillaConfig, description="Attention kind and options.")
 
     @property

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.attention.registry import ATTENTION_KINDS
 from diffformer.model.config import ModelConfig
+from diffformer.model.heads import make_heads_identical
 from diffformer.model.norm import RMSNorm
 from diffformer.model.position import RotaryEmbedding
 
@@ -94,6 +95,8 @@ class Transformer(nn.Module):
         depth_scale = math.sqrt(2 * self.config.n_layers)
         for block in self.blocks:
             block.attention.initialise(matrix_std, depth_scale)
+            if self.config.head_init != "random":
+                make_heads_identical(block.attention, outputs_too=self.config.head_init == "identical")
             for projection in (block.mlp.gate, block.mlp.up):
                 nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
             nn.init.normal_(block.mlp.down.weight, std=matrix_std(block.mlp.down.in_features) / depth_scale)

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from diffformer.model.config import ModelConfig
 
 
+# (tensor, dim, heads): the tensor is `heads` equal slices along `dim`, one per head or group.
+HeadSlices = tuple[torch.Tensor, int, int]
+
+
 class AttentionKindConfig(Section):
     """Base for the `model.attention` section of one kind; unknown keys are errors."""
 
@@ -78,6 +82,17 @@ class Attention(nn.Module):
     def residual_projection(self) -> nn.Linear:
         """The projection that writes into the residual stream (gets the scaled-down init)."""
         raise NotImplementedError
+
+    def per_head_parameters(self) -> tuple[list[HeadSlices], list[HeadSlices]]:
+        """How this kind's weights split into heads: (what the heads read with, what they write with).
+
+        Each entry (tensor, dim, heads) says the tensor is `heads` equal slices along `dim`, one per
+        head (or key/value group), numbered as the kind numbers its heads. Default: q/k/v rows per
+        head or group; the residual projection's columns per head.
+        """
+        reading = [(self.q_proj.weight, 0, self.n_heads), (self.k_proj.weight, 0, self.n_kv_heads)]
+        reading.append((self.v_proj.weight, 0, self.n_kv_heads))
+        return reading, [(self.residual_projection.weight, 1, self.n_heads)]
 
     def map_flops_per_token(self, context: int) -> int:
         """Forward matmul FLOPs per query token of the attention maps and what they read (docs/formulas.md §11):

@@ -90,6 +90,12 @@ class DifferentialAttention(Attention):
     def residual_projection(self) -> nn.Linear:
         return self.out_proj
 
+    def per_head_parameters(self):
+        # A head is a pair: sub-heads 2p and 2p+1 (adjacent rows) and the pair's V of width 2·d_head.
+        reading = [(self.q_proj.weight, 0, self.n_pairs), (self.k_proj.weight, 0, self.n_kv_pairs)]
+        reading.append((self.v_proj.weight, 0, self.n_kv_pairs))
+        return reading, [(self.out_proj.weight, 1, self.n_pairs)]
+
     def map_flops_per_token(self, context: int) -> int:
         # Two maps per pair over sub-heads of width d_head (Q·Kᵀ: as wide as vanilla's), each map
         # reading its pair's V of width 2·d_head: twice vanilla's A·V.

@@ -56,6 +56,12 @@ class DifferentialV2Attention(Attention):
         self.record_maps(differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.o_proj(merge_heads(out.to(x.dtype)))
 
+    def per_head_parameters(self):
+        # Output head h reads with query heads 2h, 2h+1 (adjacent rows) and its own λ gate row.
+        reading = [(self.q_proj.weight, 0, self.n_heads), (self.k_proj.weight, 0, self.n_kv_heads)]
+        reading += [(self.v_proj.weight, 0, self.n_kv_heads), (self.lambda_proj.weight, 0, self.n_heads)]
+        return reading, [(self.o_proj.weight, 1, self.n_heads)]
+
     def map_flops_per_token(self, context: int) -> int:
         # 2·n_heads query heads of width d_head, each with its own map reading V of width d_head.
         width = 2 * self.n_heads * self.d_head

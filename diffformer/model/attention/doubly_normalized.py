@@ -75,6 +75,11 @@ class DoublyNormalizedAttention(Attention):
     def residual_projection(self) -> nn.Linear:
         return self.out_proj
 
+    def per_head_parameters(self):
+        reading, writing = super().per_head_parameters()
+        reading += [(p, 0, self.n_heads) for p in (self.sink_logit, self.mix_logit) if p is not None]
+        return reading, writing
+
     def mix(self) -> float | torch.Tensor:
         """m as a float, or a (1, H, 1, 1) tensor when learned per head."""
         if self.mix_logit is None:
