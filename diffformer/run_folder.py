@@ -40,13 +40,15 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
+DYNAMICS_FILE = "dynamics.jsonl"
+STEP_LOGS = (METRICS_FILE, DYNAMICS_FILE)  # JSON lines, one record per line, each with its step
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS = "checkpoints"
 PROBES = "probes"
 PROBE_FILE = "probe.json"
 RUN_FORMAT = "diffformer-run"
 # Everything a run writes at its top level; only these are ever replaced or removed.
-RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, METRICS_FILE, SUMMARY_FILE)
+RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, *STEP_LOGS, SUMMARY_FILE)
 RUN_FOLDERS = (CHECKPOINTS, PROBES)
 CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 
@@ -68,10 +70,6 @@ class RunFolder:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / TOKENIZER_FILE
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / METRICS_FILE
 
     @property
     def summary_file(self) -> Path:
@@ -194,26 +192,27 @@ class RunFolder:
     def write_tokenizer(self, text: str) -> None:
         atomic_write(self.tokenizer_file, text)
 
-    # metrics.jsonl
+    # metrics.jsonl and dynamics.jsonl
 
-    def read_metrics(self) -> list[dict]:
-        """Every logged record; a torn last line (a write cut short by a crash or a full disk) is skipped."""
-        if not self.metrics_file.is_file():
-            return []
-        return read_json_lines(self.metrics_file)
+    def read_log(self, name: str = METRICS_FILE) -> list[dict]:
+        """Every record of a step log; a torn last line (a write cut short by a crash or a full disk) is skipped."""
+        path = self.path / name
+        return read_json_lines(path) if path.is_file() else []
 
-    def append_metrics(self, record: dict) -> None:
-        with open(self.metrics_file, "a") as metrics:
-            metrics.write(json.dumps(record) + "\n")
+    def append_log(self, record: dict, name: str = METRICS_FILE) -> None:
+        with open(self.path / name, "a") as log:
+            log.write(json.dumps(record) + "\n")
 
-    def truncate_metrics(self, step: int) -> None:
-        """Keep the records up to `step` (the checkpoint being resumed), so the curve is not duplicated."""
-        if self.metrics_file.is_file():
-            kept = [record for record in self.read_metrics() if record.get("step", 0) <= step]
-            atomic_write(self.metrics_file, "".join(json.dumps(record) + "\n" for record in kept))
+    def truncate_logs(self, step: int) -> None:
+        """Keep the records up to `step` (the checkpoint being resumed) in every step log, so no curve is duplicated."""
+        for name in STEP_LOGS:
+            if (self.path / name).is_file():
+                kept = [record for record in self.read_log(name) if record.get("step", 0) <= step]
+                atomic_write(self.path / name, "".join(json.dumps(record) + "\n" for record in kept))
 
-    def clear_metrics(self) -> None:
-        self.metrics_file.unlink(missing_ok=True)
+    def clear_logs(self) -> None:
+        for name in STEP_LOGS:
+            (self.path / name).unlink(missing_ok=True)
 
     # summary.json
 

@@ -336,7 +336,7 @@ def test_a_corrupt_line_inside_metrics_is_a_clear_error(tmp_path):
     folder = RunFolder(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2: not a JSON record"):
-        folder.read_metrics()
+        folder.read_log()
 
 
 def test_the_loop_is_headless_and_reports_to_listeners(tmp_path):

@@ -40,7 +40,7 @@ def load_run(path: Path | str) -> RunRecord:
     folder = loaded.folder
     latest = loaded.path == folder.model_file
     summary = (folder.read_summary() or {}) if latest else {}
-    curve = [record for record in folder.read_metrics() if record.get("step", 0) <= loaded.step]
+    curve = [record for record in folder.read_log() if record.get("step", 0) <= loaded.step]
     return RunRecord(
         path=Path(path),
         recipe=loaded.recipe,

@@ -54,7 +54,7 @@ def retrieval_grid(
                     if cell is None:
                         break
                     batch = cell.batch.to(device)
-                    exact, maps = _answer_and_maps(model, batch, with_attention)
+                    exact, maps = answer_and_maps(model, batch, with_attention)
                     if cell.scorer is not None:
                         exact, rank = cell.scorer(batch)
                         rank_sum += float(rank.sum())
@@ -100,7 +100,7 @@ def effective_length(lengths, accuracy, threshold) -> int | None:
 
 
 @torch.no_grad()
-def _answer_and_maps(model, batch: Batch, want_maps: bool):
+def answer_and_maps(model, batch: Batch, want_maps: bool):
     """Greedy exact match per prompt and, if asked, the maps at every position some row is scored at."""
     scored = batch.targets != IGNORE
     if not want_maps:
@@ -128,17 +128,18 @@ class AnswerAttention:
             def per_head(values):  # (B, H, P) -> the scored entries
                 return values.transpose(1, 2)[asked].flatten().cpu()
 
-            spans = batch.evidence[:, positions].to(weights.device)  # (B, P, 2)
-            keys = torch.arange(weights.shape[-1], device=weights.device)
-            needle = stats.span_mass(weights, spans[:, None])  # (B, H, P)
-            before_question = keys[None, :] < batch.question_start.to(weights.device)[:, None]  # (B, T)
-            context_mass = (weights * before_question[:, None, None]).sum(-1)
             collected = self.values[layer]
-            collected["needle_mass"].append(per_head(needle))
-            collected["noise"].append(per_head(context_mass - needle))
+            if batch.evidence is not None:  # tasks that mark each answer's source
+                spans = batch.evidence[:, positions].to(weights.device)  # (B, P, 2)
+                keys = torch.arange(weights.shape[-1], device=weights.device)
+                needle = stats.span_mass(weights, spans[:, None])  # (B, H, P)
+                before_question = keys[None, :] < batch.question_start.to(weights.device)[:, None]  # (B, T)
+                context_mass = (weights * before_question[:, None, None]).sum(-1)
+                collected["needle_mass"].append(per_head(needle))
+                collected["noise"].append(per_head(context_mass - needle))
+                self.needle_by_length[length][layer].append(per_head(needle))
             collected["entropy"].append(per_head(stats.normalized_entropy(weights, positions)))
             collected["head_diversity"].append(stats.head_diversity(weights.transpose(1, 2))[asked].cpu())
-            self.needle_by_length[length][layer].append(per_head(needle))
             parts = layer_maps.differential
             if parts is not None:
                 lam = parts.lam if parts.lam.dim() == 0 else per_head(parts.lam)

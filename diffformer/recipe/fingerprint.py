@@ -25,8 +25,8 @@ BOOKKEEPING = (
     "train.parallel",
     "train.activation_checkpointing",
 )
-# Sections that only say what happens after training (probing a sweep's runs).
-AFTER_TRAINING = ("probe",)
+# Sections that only measure (probing a sweep's runs after training, tracking attention during it).
+AFTER_TRAINING = ("probe", "track")
 # May differ when resuming: training for longer continues the same run.
 EXTENDABLE = ("train.steps",)
 

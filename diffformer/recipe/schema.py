@@ -18,6 +18,7 @@ from diffformer.model.config import ModelConfig
 from diffformer.probes.settings import ProbeSettings
 from diffformer.sections import MAX_SEED, Section
 from diffformer.training.config import EvalConfig, TrainConfig
+from diffformer.training.dynamics import TrackSettings
 
 
 class Recipe(Section):
@@ -38,6 +39,9 @@ class Recipe(Section):
     output: Path | None = Field(None, description="Run folder; default runs/<name>.")
     probe: ProbeSettings | None = Field(
         None, description="With variants: probe every variant with these settings after training, then compare."
+    )
+    track: TrackSettings | None = Field(
+        None, description="Measure attention on a fixed batch every track.every steps into RUN/dynamics.jsonl."
     )
 
     @model_validator(mode="after")

@@ -1,14 +1,14 @@
 """What the training loop tells the world, and who listens.
 
-The loop is headless: it trains and calls its listeners at fixed points. The metrics
-file is a listener; the console progress bar (diffformer/progress.py) is one the CLI
-attaches; experiment trackers and attention tracking are further listeners. Under
-torchrun only rank 0 gets listeners, so nothing here needs to know about ranks.
+The loop is headless: it trains and calls its listeners at fixed points. The metrics and
+dynamics files are written by a listener; the console progress bar (diffformer/progress.py)
+is one the CLI attaches; experiment trackers would be further listeners. Under torchrun
+only rank 0 gets listeners, so nothing here needs to know about ranks.
 """
 
 from dataclasses import dataclass
 
-from diffformer.run_folder import RunFolder
+from diffformer.run_folder import DYNAMICS_FILE, METRICS_FILE, RunFolder
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class TrainingListener:
     def on_record(self, record: dict) -> None:
         """A metrics record (log cadence and evaluations): step, tokens, loss, lr, ..., eval_*."""
 
+    def on_dynamics(self, record: dict) -> None:
+        """An attention measurement on the fixed batch (recipes with a `track:` section): step, layers, average."""
+
     def on_interrupt(self) -> None:
         """Ctrl-C arrived: the step finishes and a checkpoint is saved before the loop stops."""
 
@@ -40,14 +43,17 @@ class TrainingListener:
         """The loop stopped, finished or not (always called, even when training fails)."""
 
 
-class MetricsFileWriter(TrainingListener):
-    """Appends every record to RUN/metrics.jsonl."""
+class StepLogWriter(TrainingListener):
+    """Appends every metrics record to RUN/metrics.jsonl and every attention measurement to RUN/dynamics.jsonl."""
 
     def __init__(self, folder: RunFolder):
         self.folder = folder
 
     def on_record(self, record: dict) -> None:
-        self.folder.append_metrics(record)
+        self.folder.append_log(record, METRICS_FILE)
+
+    def on_dynamics(self, record: dict) -> None:
+        self.folder.append_log(record, DYNAMICS_FILE)
 
 
 def notify(listeners, event: str, *args) -> None:

@@ -22,7 +22,7 @@ from diffformer.recipe import Recipe
 from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
 from diffformer.run_folder import RunFolder
 from diffformer.training import distributed
-from diffformer.training.listeners import MetricsFileWriter, TrainingListener, notify
+from diffformer.training.listeners import StepLogWriter, TrainingListener, notify
 from diffformer.training.optimizer import build_optimizer
 from diffformer.training.trainer import Interrupted, Trainer, TrainResult
 
@@ -104,9 +104,9 @@ def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool
         folder.discard_results()
     folder.remove_interrupted_writes()
     if resumed_step:
-        folder.truncate_metrics(resumed_step)
+        folder.truncate_logs(resumed_step)
     else:
-        folder.clear_metrics()
+        folder.clear_logs()
     settings = defining_settings(resolved.stored())
     manifest = folder.read_manifest() or {}
     history = manifest.get("history", [])
@@ -120,7 +120,7 @@ def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool
 
 
 def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, parallel):
-    everyone = [MetricsFileWriter(folder), *listeners]
+    everyone = [StepLogWriter(folder), *listeners]
     trainer = Trainer(recipe, resolved.stored(), data, model, optimizer, progress, parallel, everyone)
     notify(trainer.listeners, "on_start", recipe.name, progress.step, recipe.train.steps, resumed_from)
     start_step = progress.step  # the trainer advances `progress` in place

@@ -24,6 +24,7 @@ from diffformer.model.flops import training_flops_per_token
 from diffformer.recipe import Recipe
 from diffformer.run_folder import RunFolder
 from diffformer.training import distributed
+from diffformer.training.dynamics import AttentionTracker
 from diffformer.training.listeners import StepReport, notify
 from diffformer.training.optimizer import learning_rate
 
@@ -100,6 +101,9 @@ class Trainer:
             self.forward_model = torch.compile(self.forward_model)
         self.interrupted = False
         self.flops_per_token: dict[int, int] = {}  # by sequence length
+        self.tracker = None
+        if recipe.track is not None and (self.info.is_main or parallel.every_rank_runs_the_model):
+            self.tracker = AttentionTracker(recipe.track, model, data, self.device, self.config.precision)
         self.last_loss = math.nan
         self.last_eval: dict[str, float] = {}
         self.eval_batch_size = recipe.eval.batch_size or self.config.batch_size
@@ -109,6 +113,8 @@ class Trainer:
         started, wall_before = time.perf_counter(), self.progress.wall_seconds
         peak = peak_flops(self.device, self.config.precision)
         throughput, session = _Throughput(peak, self.info.world_size), _Throughput(peak, self.info.world_size)
+        if self.progress.step == 0:
+            self._track(0, last=False)
         with self._ctrl_c_saves_a_checkpoint():
             while self.progress.step < self.config.steps:
                 tokens, flops, grad_norm, lr = self._compiled_step() if self.config.compile else self._step()
@@ -120,6 +126,7 @@ class Trainer:
                 record = self._record(step, last, grad_norm, lr, throughput)
                 if record:
                     notify(self.listeners, "on_record", record)
+                self._track(step, last)
                 if step % self.config.checkpoint_every == 0 or last or self.interrupted:
                     self._checkpoint()
                 if self.interrupted and not last:
@@ -162,6 +169,11 @@ class Trainer:
                 **{f"eval_{k}": v for k, v in self.last_eval.items()},
             }
         return record
+
+    def _track(self, step: int, last: bool) -> None:
+        """An attention measurement on the tracking cadence (and at the last step), when the recipe asks."""
+        if self.tracker is not None and (step % self.recipe.track.every == 0 or last):
+            notify(self.listeners, "on_dynamics", self.tracker.measure(step))
 
     @contextmanager
     def _ctrl_c_saves_a_checkpoint(self):

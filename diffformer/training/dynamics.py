@@ -1,0 +1,56 @@
+"""Attention dynamics: the attention probe's measurements on one fixed batch, every `track.every` steps.
+
+RUN/dynamics.jsonl gets one line per measurement, {"step": s, "layers": {"0": {...}, ...},
+"average": {...}}; per layer, averaged over heads and the batch's scored positions
+(docs/formulas.md §6): normalised entropy, head diversity, the attention mass on each
+answer's source where the task marks one (MQAR: the queried pair; needle tasks: the needle)
+and the context mass besides it; for differential kinds λ, A1/A2 cosine and JS divergence and
+the share of negative weight; for doubly normalized attention the key-coverage minimum.
+The batch is a pure function of `track.seed` and the data settings, so runs that differ in
+anything else are measured on the same sequences; step 0 is the state before training.
+"""
+
+import torch
+from pydantic import Field
+
+from diffformer.devices import autocast_for
+from diffformer.probes.full_capture import coverage_and_outliers
+from diffformer.probes.retrieval import AnswerAttention, answer_and_maps
+from diffformer.sections import MAX_SEED, MAX_TOKENS, Section
+
+
+class TrackSettings(Section):
+    """The `track:` section: measure attention while training (it does not change what is trained)."""
+
+    every: int = Field(25, gt=0, description="Steps between measurements (step 0, before training, is one).")
+    batch_size: int = Field(8, gt=0, le=MAX_TOKENS, description="Sequences in the fixed measurement batch.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of that batch: the same batch for every run.")
+
+
+class AttentionTracker:
+    """Measures one model's attention on its fixed batch; `measure(step)` returns the dynamics record."""
+
+    def __init__(self, settings: TrackSettings, model, data, device: torch.device, precision: str):
+        self.model, self.device, self.precision = model, device, precision
+        self.batch = data.batch(settings.seed, "probe", 0, settings.batch_size).to(device)
+        self.coverage = model.config.attention.kind == "doubly_normalized"
+
+    def measure(self, step: int) -> dict:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), autocast_for(self.device, self.precision):
+                _, maps = answer_and_maps(self.model, self.batch, want_maps=True)
+                coverage = coverage_and_outliers(self.model, self.batch.inputs)[0] if self.coverage else {}
+        finally:
+            self.model.train(was_training)
+        attention = AnswerAttention()
+        attention.add(maps, self.batch, self.batch.inputs.shape[1])
+        summary = attention.summary()
+        layers = {str(layer): values.measured() for layer, values in summary.layers.items()}
+        for layer, layer_coverage in coverage.items():
+            layers[str(layer)]["key_coverage_min"] = layer_coverage.min
+        average = summary.average.measured() if summary.average else {}
+        if coverage:
+            average["key_coverage_min"] = min(c.min for c in coverage.values())
+        return {"step": step, "layers": layers, "average": average}

@@ -1,0 +1,92 @@
+"""Attention dynamics during training (the `track:` section): what RUN/dynamics.jsonl holds, per kind and
+task, and that it stays consistent through a SIGKILL and --resume."""
+
+import json
+import signal
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from test_training import _recipe, _run, _start, _wait_for_first_checkpoint
+
+from diffformer.launch import train_from_path
+
+
+def _with_tracking(path, every=5):
+    recipe = yaml.safe_load(path.read_text())
+    recipe["track"] = {"every": every, "batch_size": 4}
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _dynamics(run_dir):
+    return [json.loads(line) for line in (run_dir / "dynamics.jsonl").read_text().splitlines()]
+
+
+def _tiny(tmp_path, kind: str, task: dict) -> list[dict]:
+    recipe = {
+        "name": kind,
+        "output": str(tmp_path / kind),
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 64, "attention": {"kind": kind}},
+        "data": task,
+        "train": {"steps": 7, "batch_size": 4, "log_every": 1, "precision": "fp32"},
+        "eval": {"every": 100, "batches": 1},
+        "track": {"every": 3, "batch_size": 4},
+    }
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    train_from_path(path)
+    return _dynamics(tmp_path / kind)
+
+
+MQAR = {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24}
+
+
+@pytest.mark.parametrize(
+    ("kind", "kind_specific"),
+    [
+        ("vanilla", set()),
+        ("differential", {"lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share"}),
+        ("differential_v2", {"lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share"}),
+        ("doubly_normalized", {"key_coverage_min"}),
+    ],
+)
+def test_dynamics_holds_each_kinds_measurements_at_step_0_every_n_steps_and_the_last(tmp_path, kind, kind_specific):
+    records = _tiny(tmp_path, kind, MQAR)
+    assert [r["step"] for r in records] == [0, 3, 6, 7]
+    common = {"needle_mass", "noise", "entropy", "head_diversity"}
+    for record in records:
+        assert set(record["layers"]) == {"0", "1"}
+        assert set(record["average"]) == common | kind_specific
+        assert 0.0 <= record["average"]["entropy"] <= 1.0 and 0.0 <= record["average"]["needle_mass"] <= 1.5
+    assert records[0] != records[-1], "training moved the attention it measures"
+
+
+def test_tasks_without_marked_sources_are_tracked_without_source_mass(tmp_path):
+    records = _tiny(tmp_path, "vanilla", {"task": "copy", "length": 10, "vocab": 16})
+    assert "needle_mass" not in records[-1]["average"] and "entropy" in records[-1]["average"]
+
+
+def test_tracking_changes_nothing_trained_and_survives_sigkill_and_resume(tmp_path):
+    """Same weights as the run without tracking; after SIGKILL and --resume the file has each step once,
+    with the values of an uninterrupted run."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    code, _, err = _run(reference, str(_recipe(reference, "plain")))
+    assert code == 0, err
+    tracked = _with_tracking(_recipe(reference, "tracked"))
+    code, _, err = _run(reference, str(tracked))
+    assert code == 0, err
+    plain_weights = load_file(str(reference / "plain" / "model.safetensors"))
+    tracked_weights = load_file(str(reference / "tracked" / "model.safetensors"))
+    assert all((plain_weights[k] == v).all() for k, v in tracked_weights.items()), "tracking must not change training"
+
+    killed = _with_tracking(_recipe(tmp_path, "tracked"))
+    process = _start(tmp_path, str(killed))
+    _wait_for_first_checkpoint(tmp_path / "tracked")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    code, _, err = _run(tmp_path, str(killed), "--resume")
+    assert code == 0, err
+    assert _dynamics(tmp_path / "tracked") == _dynamics(reference / "tracked")
+    assert [r["step"] for r in _dynamics(tmp_path / "tracked")] == [0, 5, 10, 15, 20, 24]
