@@ -20,10 +20,10 @@ from rich.table import Table
 from diffformer import Transformer
 from diffformer.data import prepare_data
 from diffformer.devices import autocast_for, resolve_precision
+from diffformer.dynamics.tracker import AttentionTracker, TrackSettings
 from diffformer.metrics import scored_loss
 from diffformer.model.attention import ATTENTION_KINDS
 from diffformer.recipe import load_recipe
-from diffformer.training.dynamics import AttentionTracker, TrackSettings
 from diffformer.training.optimizer import build_optimizer
 
 

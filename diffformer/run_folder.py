@@ -42,13 +42,15 @@ TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 DYNAMICS_FILE = "dynamics.jsonl"
 STEP_LOGS = (METRICS_FILE, DYNAMICS_FILE)  # JSON lines, one record per line, each with its step
+DYNAMICS_FIGURE = "dynamics.png"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS = "checkpoints"
 PROBES = "probes"
 PROBE_FILE = "probe.json"
 RUN_FORMAT = "diffformer-run"
 # Everything a run writes at its top level; only these are ever replaced or removed.
-RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, *STEP_LOGS, SUMMARY_FILE)
+TRAINING_OUTPUTS = (*STEP_LOGS, DYNAMICS_FIGURE, SUMMARY_FILE)  # besides weights and checkpoints
+RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, *TRAINING_OUTPUTS)
 RUN_FOLDERS = (CHECKPOINTS, PROBES)
 CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 

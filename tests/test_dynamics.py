@@ -90,3 +90,19 @@ def test_tracking_changes_nothing_trained_and_survives_sigkill_and_resume(tmp_pa
     assert code == 0, err
     assert _dynamics(tmp_path / "tracked") == _dynamics(reference / "tracked")
     assert [r["step"] for r in _dynamics(tmp_path / "tracked")] == [0, 5, 10, 15, 20, 24]
+
+
+def test_training_draws_dynamics_png_and_the_command_redraws_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffformer.cli import app
+
+    _tiny(tmp_path, "differential", MQAR)
+    run = tmp_path / "differential"
+    assert (run / "dynamics.png").read_bytes().startswith(b"\x89PNG")
+    result = CliRunner().invoke(app, ["dynamics", str(run), "-o", str(tmp_path / "again.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["records"] == _dynamics(run)
+    assert (tmp_path / "again.png").read_bytes().startswith(b"\x89PNG")
+    untracked = CliRunner().invoke(app, ["dynamics", str(tmp_path / "nowhere")])
+    assert untracked.exit_code != 0 and "Traceback" not in untracked.output

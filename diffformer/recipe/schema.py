@@ -13,12 +13,12 @@ import yaml
 from pydantic import Field, model_validator
 
 from diffformer.data import DataConfig
+from diffformer.dynamics.tracker import TrackSettings
 from diffformer.errors import RecipeError
 from diffformer.model.config import ModelConfig
 from diffformer.probes.settings import ProbeSettings
 from diffformer.sections import MAX_SEED, Section
 from diffformer.training.config import EvalConfig, TrainConfig
-from diffformer.training.dynamics import TrackSettings
 
 
 class Recipe(Section):

@@ -16,11 +16,12 @@ import torch
 from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_weights
 from diffformer.data import prepare_data
 from diffformer.devices import pick_device, resolve_precision
+from diffformer.dynamics.figure import draw_dynamics
 from diffformer.errors import RecipeError
 from diffformer.model.transformer import Transformer
 from diffformer.recipe import Recipe
 from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
-from diffformer.run_folder import RunFolder
+from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, RunFolder
 from diffformer.training import distributed
 from diffformer.training.listeners import StepLogWriter, TrainingListener, notify
 from diffformer.training.optimizer import build_optimizer
@@ -131,6 +132,8 @@ def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_fro
     result.resumed_from = start_step if resumed_from is not None else None
     if parallel.info.is_main:
         folder.write_summary(result.summary())
+        if recipe.track is not None:
+            draw_dynamics(folder.read_log(DYNAMICS_FILE), recipe.name, folder.path / DYNAMICS_FIGURE)
     return result
 
 

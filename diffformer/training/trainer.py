@@ -18,13 +18,13 @@ import torch
 
 from diffformer.checkpoint import save_checkpoint
 from diffformer.devices import PeakFlops, autocast_for, peak_flops
+from diffformer.dynamics.tracker import AttentionTracker
 from diffformer.errors import CompileFailed, DiffformerError, TrainingDiverged, first_line
 from diffformer.metrics import evaluate, scored_loss
 from diffformer.model.flops import training_flops_per_token
 from diffformer.recipe import Recipe
 from diffformer.run_folder import RunFolder
 from diffformer.training import distributed
-from diffformer.training.dynamics import AttentionTracker
 from diffformer.training.listeners import StepReport, notify
 from diffformer.training.optimizer import learning_rate
 
