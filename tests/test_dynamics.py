@@ -23,11 +23,18 @@ def _dynamics(run_dir):
     return [json.loads(line) for line in (run_dir / "dynamics.jsonl").read_text().splitlines()]
 
 
-def _tiny(tmp_path, kind: str, task: dict) -> list[dict]:
+def _tiny(tmp_path, kind: str, task: dict, head_init: str = "random") -> list[dict]:
     recipe = {
         "name": kind,
         "output": str(tmp_path / kind),
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 64, "attention": {"kind": kind}},
+        "model": {
+            "d_model": 32,
+            "n_layers": 2,
+            "n_heads": 4,
+            "max_seq_len": 64,
+            "attention": {"kind": kind},
+            "head_init": head_init,
+        },
         "data": task,
         "train": {"steps": 7, "batch_size": 4, "log_every": 1, "precision": "fp32"},
         "eval": {"every": 100, "batches": 1},
@@ -106,3 +113,18 @@ def test_training_draws_dynamics_png_and_the_command_redraws_it(tmp_path):
     assert (tmp_path / "again.png").read_bytes().startswith(b"\x89PNG")
     untracked = CliRunner().invoke(app, ["dynamics", str(tmp_path / "nowhere")])
     assert untracked.exit_code != 0 and "Traceback" not in untracked.output
+
+
+@pytest.mark.parametrize(("kind", "heads"), [("vanilla", 4), ("differential", 2), ("differential_v2", 4)])
+def test_per_head_measurements_tell_identical_heads_from_random_ones(tmp_path, kind, heads):
+    """Heads started identical (model.head_init) measure identically at every step; random ones do not."""
+    (tmp_path / "identical").mkdir()
+    (tmp_path / "random").mkdir()
+    identical = _tiny(tmp_path / "identical", kind, MQAR, head_init="identical")
+    random_heads = _tiny(tmp_path / "random", kind, MQAR)
+    for record in identical:
+        for layer in ("0", "1"):
+            entropy = record["heads"][layer]["entropy"]
+            assert len(entropy) == heads and max(entropy) - min(entropy) < 1e-5
+    entropy = random_heads[0]["heads"]["0"]["entropy"]
+    assert max(entropy) - min(entropy) > 1e-3

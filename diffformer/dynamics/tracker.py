@@ -1,7 +1,8 @@
 """Attention dynamics: the attention probe's measurements on one fixed batch, every `track.every` steps.
 
 RUN/dynamics.jsonl gets one line per measurement, {"step": s, "layers": {"0": {...}, ...},
-"average": {...}}; per layer, averaged over heads and the batch's scored positions
+"average": {...}, "heads": {"0": {name: [one value per head]}, ...}}; per layer, averaged over
+heads and the batch's scored positions (and per head where a measurement is one)
 (docs/formulas.md §6): normalised entropy, head diversity, the attention mass on each
 answer's source where the task marks one (MQAR: the queried pair; needle tasks: the needle)
 and the context mass besides it; for differential kinds λ, A1/A2 cosine and JS divergence and
@@ -53,4 +54,5 @@ class AttentionTracker:
         average = summary.average.measured() if summary.average else {}
         if coverage:
             average["key_coverage_min"] = min(c.min for c in coverage.values())
-        return {"step": step, "layers": layers, "average": average}
+        heads = {str(layer): values for layer, values in attention.head_means().items()}
+        return {"step": step, "layers": layers, "average": average, "heads": heads}

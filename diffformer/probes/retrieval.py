@@ -117,6 +117,7 @@ class AnswerAttention:
 
     def __init__(self):
         self.values: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self.by_head: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self.needle_by_length: dict[int, dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
 
     def add(self, maps: dict[int, AttentionMaps], batch: Batch, length: int) -> None:
@@ -125,28 +126,40 @@ class AnswerAttention:
             weights = layer_maps.weights  # (B, H, P, T)
             asked = (batch.targets[:, positions] != IGNORE).to(weights.device)  # (B, P): where each row is scored
 
-            def per_head(values):  # (B, H, P) -> the scored entries
-                return values.transpose(1, 2)[asked].flatten().cpu()
+            collected, by_head = self.values[layer], self.by_head[layer]
 
-            collected = self.values[layer]
+            def record(name: str, values: torch.Tensor) -> torch.Tensor:  # (B, H, P): the scored entries per head
+                rows = values.transpose(1, 2)[asked].cpu()  # (N, H)
+                collected[name].append(rows.flatten())
+                by_head[name].append(rows)
+                return rows.flatten()
+
             if batch.evidence is not None:  # tasks that mark each answer's source
                 spans = batch.evidence[:, positions].to(weights.device)  # (B, P, 2)
                 keys = torch.arange(weights.shape[-1], device=weights.device)
                 needle = stats.span_mass(weights, spans[:, None])  # (B, H, P)
                 before_question = keys[None, :] < batch.question_start.to(weights.device)[:, None]  # (B, T)
                 context_mass = (weights * before_question[:, None, None]).sum(-1)
-                collected["needle_mass"].append(per_head(needle))
-                collected["noise"].append(per_head(context_mass - needle))
-                self.needle_by_length[length][layer].append(per_head(needle))
-            collected["entropy"].append(per_head(stats.normalized_entropy(weights, positions)))
+                self.needle_by_length[length][layer].append(record("needle_mass", needle))
+                record("noise", context_mass - needle)
+            record("entropy", stats.normalized_entropy(weights, positions))
             collected["head_diversity"].append(stats.head_diversity(weights.transpose(1, 2))[asked].cpu())
             parts = layer_maps.differential
             if parts is not None:
-                lam = parts.lam if parts.lam.dim() == 0 else per_head(parts.lam)
-                collected["lambda_value"].append(lam.flatten().cpu())
-                collected["a1_a2_cosine"].append(per_head(stats.cosine_similarity(parts.a1, parts.a2)))
-                collected["a1_a2_js"].append(per_head(stats.js_divergence(parts.a1, parts.a2)))
-                collected["negative_share"].append(per_head(stats.negative_share(weights)))
+                if parts.lam.dim() == 0:  # V1: one λ per layer
+                    collected["lambda_value"].append(parts.lam.reshape(1).cpu())
+                else:  # V2: per token and head
+                    record("lambda_value", parts.lam)
+                record("a1_a2_cosine", stats.cosine_similarity(parts.a1, parts.a2))
+                record("a1_a2_js", stats.js_divergence(parts.a1, parts.a2))
+                record("negative_share", stats.negative_share(weights))
+
+    def head_means(self) -> dict[int, dict[str, list[float]]]:
+        """Per layer, each per-head measurement's mean for every head (head diversity and V1's λ are per layer)."""
+        return {
+            layer: {name: torch.cat(rows).nanmean(0).tolist() for name, rows in sorted(values.items())}
+            for layer, values in sorted(self.by_head.items())
+        }
 
     def summary(self) -> AttentionSummary:
         layers = {
