@@ -95,9 +95,10 @@ class Parallelism:
         return model
 
     @property
-    def every_rank_runs_the_model(self) -> bool:
-        """A sharded model's forward is a collective: evaluation must run on all ranks, not rank 0 alone."""
-        return self.sharded
+    def measures_here(self) -> bool:
+        """Whether this rank runs evaluations and attention measurements: rank 0, or every rank under FSDP,
+        whose forward is a collective (the results are still reported from rank 0 alone)."""
+        return self.info.is_main or self.sharded
 
     def full_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, dict] | None:
         """(a module holding the full weights, the optimizer state keyed by parameter name) on rank 0,

@@ -102,7 +102,7 @@ class Trainer:
         self.interrupted = False
         self.flops_per_token: dict[int, int] = {}  # by sequence length
         self.tracker = None
-        if recipe.track is not None and (self.info.is_main or parallel.every_rank_runs_the_model):
+        if recipe.track is not None and parallel.measures_here:
             self.tracker = AttentionTracker(recipe.track, model, data, self.device, self.config.precision)
         self.last_loss = math.nan
         self.last_eval: dict[str, float] = {}
@@ -249,7 +249,7 @@ class Trainer:
         # Rank 0 evaluates while the others wait (all ranks under FSDP, whose forward is a collective);
         # metrics are logged once, from rank 0.
         metrics = {}
-        if self.info.is_main or self.parallel.every_rank_runs_the_model:
+        if self.parallel.measures_here:
             metrics = evaluate(
                 self.model,
                 self.data,
