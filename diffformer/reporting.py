@@ -9,6 +9,8 @@ from diffformer.training.trainer import TrainResult
 SHORT_NAMES = {
     "needle_mass": "needle",
     "noise": "noise",
+    "source_argmax": "argmax src",
+    "source_argmax_near": "argmax ±1",
     "entropy": "entropy",
     "head_diversity": "diversity",
     "lambda_value": "λ",

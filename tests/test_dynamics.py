@@ -23,7 +23,7 @@ def _dynamics(run_dir):
     return [json.loads(line) for line in (run_dir / "dynamics.jsonl").read_text().splitlines()]
 
 
-def _tiny(tmp_path, kind: str, task: dict, head_init: str = "random") -> list[dict]:
+def _tiny(tmp_path, kind: str, task: dict, head_init: str = "random", track=None, **model) -> list[dict]:
     recipe = {
         "name": kind,
         "output": str(tmp_path / kind),
@@ -34,11 +34,12 @@ def _tiny(tmp_path, kind: str, task: dict, head_init: str = "random") -> list[di
             "max_seq_len": 64,
             "attention": {"kind": kind},
             "head_init": head_init,
+            **model,
         },
         "data": task,
         "train": {"steps": 7, "batch_size": 4, "log_every": 1, "precision": "fp32"},
         "eval": {"every": 100, "batches": 1},
-        "track": {"every": 3, "batch_size": 4},
+        "track": track or {"every": 3, "batch_size": 4},
     }
     path = tmp_path / f"{kind}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -64,13 +65,17 @@ def test_dynamics_holds_each_kinds_measurements_at_step_0_every_n_steps_and_the_
     common = {"needle_mass", "noise", "entropy", "head_diversity"}
     for record in records:
         assert set(record["layers"]) == {"0", "1"}
-        assert set(record["average"]) == common | kind_specific
+        assert set(record["average"]) == common | {"source_argmax", "source_argmax_near"} | kind_specific
+        assert set(record["model"]) == {"token_accuracy", "exact_match"}
         assert 0.0 <= record["average"]["entropy"] <= 1.0 and 0.0 <= record["average"]["needle_mass"] <= 1.5
     assert records[0] != records[-1], "training moved the attention it measures"
 
 
 def test_tasks_without_marked_sources_are_tracked_without_source_mass(tmp_path):
-    records = _tiny(tmp_path, "vanilla", {"task": "copy", "length": 10, "vocab": 16})
+    text = tmp_path / "corpus.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    task = {"task": "text", "path": str(text), "tokenizer": {"kind": "byte"}, "seq_len": 32}
+    records = _tiny(tmp_path, "vanilla", task)
     assert "needle_mass" not in records[-1]["average"] and "entropy" in records[-1]["average"]
 
 

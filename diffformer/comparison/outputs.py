@@ -1,5 +1,6 @@
 """What a comparison writes into a folder of the caller's choosing: comparison.json, curves.png, the
-retrieval figures when the runs were probed, and report.md tying them together."""
+retrieval figures when the runs were probed, dynamics.png when they tracked attention, and report.md
+tying them together."""
 
 import json
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from diffformer.comparison.figures import retrieval_by_length, retrieval_heatmap
 from diffformer.comparison.records import RunRecord
 from diffformer.comparison.report import markdown_report
 from diffformer.comparison.table import Comparison, comparison_as_dict
+from diffformer.dynamics.figure import draw_dynamics_overlay
 
 DEFAULT_OUTPUT = Path("comparisons")
 
@@ -21,7 +23,11 @@ def write_comparison(
     labels = comparison.columns if len(comparison.columns) == len(records) else [str(r.path) for r in records]
     curves, table, report = output_dir / "curves.png", output_dir / "comparison.json", output_dir / "report.md"
     curves_plot(records, labels, curves)
-    figures = [curves, *_retrieval_figures(comparison, records, output_dir)]
+    figures = [
+        curves,
+        *_retrieval_figures(comparison, records, output_dir),
+        *_dynamics_figure(comparison, records, output_dir),
+    ]
     table.write_text(json.dumps(comparison_as_dict(comparison), indent=2) + "\n")
     report.write_text(markdown_report(comparison, figures, commands))
     return [*figures, table, report]
@@ -45,6 +51,18 @@ def _retrieval_figures(comparison: Comparison, records: list[RunRecord], output_
         files.append(output_dir / "retrieval_by_length.png")
         retrieval_by_length(columns, variants, files[-1])
     return files
+
+
+def _dynamics_figure(comparison: Comparison, records: list[RunRecord], output_dir: Path) -> list[Path]:
+    """The runs' attention dynamics overlaid, grouped by column (variant), when any run tracked them."""
+    if not any(record.dynamics for record in records):
+        return []
+    by_path = {str(record.path): record for record in records}
+    columns = [
+        (label, [by_path[run].dynamics for run in runs if by_path[run].dynamics])
+        for label, runs in zip(comparison.columns, comparison.runs_per_column)
+    ]
+    return [draw_dynamics_overlay([c for c in columns if c[1]], output_dir / "dynamics.png")]
 
 
 def curves_plot(records: list[RunRecord], labels: list[str], path: Path) -> None:

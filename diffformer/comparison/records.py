@@ -1,13 +1,13 @@
 """What a comparison reads of each run: its recipe, budget, summary, metrics curve and probe results."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.probes.results import ProbeReport
-from diffformer.run_folder import read_probe
+from diffformer.run_folder import DYNAMICS_FILE, read_probe
 
 
 @dataclass
@@ -23,6 +23,7 @@ class RunRecord:
     curve: list[dict]
     probe: ProbeReport | None
     model_file: Path | None = None  # the checkpoint file read (tells two spellings of one run apart)
+    dynamics: list[dict] = field(default_factory=list)  # RUN/dynamics.jsonl up to the checkpoint's step
 
     @property
     def finished(self) -> bool:
@@ -53,6 +54,7 @@ def load_run(path: Path | str) -> RunRecord:
         curve=curve,
         probe=_probe_report(loaded.path),
         model_file=loaded.path,
+        dynamics=[record for record in folder.read_log(DYNAMICS_FILE) if record.get("step", 0) <= loaded.step],
     )
 
 

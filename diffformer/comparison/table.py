@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from diffformer.comparison.records import RunRecord
+from diffformer.dynamics import milestones
 from diffformer.probes.results import RetrievalGrid
 from diffformer.recipe.fingerprint import defining_settings
 from diffformer.strict_json import json_ready
@@ -111,7 +112,45 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
     probes = [r.probe for g in columns for r in g]
     if any(p is not None for p in probes):
         _probe_rows(columns, add)
+    if any(r.dynamics for g in columns for r in g):
+        _dynamics_rows(columns, add)
     return rows
+
+
+FINAL_DYNAMICS = {
+    "needle_mass": "source mass",
+    "entropy": "entropy",
+    "head_diversity": "head diversity",
+    "lambda_value": "lambda",
+    "a1_a2_cosine": "A1/A2 cosine",
+    "a1_a2_js": "A1/A2 JS",
+}
+
+
+def _dynamics_rows(columns, add) -> None:
+    """From RUN/dynamics.jsonl: who learned, when each milestone was crossed (over the seeds that crossed it;
+    the spread is their std), and the tracked measurements at the last step."""
+    add("dynamics", "learned (share of seeds)", lambda r: _as_share(milestones.learned(r.dynamics)))
+    for key, milestone in milestones.MILESTONES.items():
+        crossing = f"{milestone.name} ≥ {milestones.THRESHOLD}"
+        add("dynamics", f"{crossing}: share of seeds", lambda r, k=key: _crossed_share(r, k))
+        add("dynamics", f"{crossing}: step", lambda r, k=key: milestones.crossing_steps(r.dynamics).get(k))
+    add("dynamics", "final token accuracy", lambda r: _final(r, "model", "token_accuracy"))
+    for name, label in FINAL_DYNAMICS.items():
+        add("dynamics", f"final {label}", lambda r, n=name: _final(r, "average", n))
+
+
+def _as_share(flag: bool | None) -> float | None:
+    return None if flag is None else float(flag)
+
+
+def _crossed_share(record: RunRecord, key: str) -> float | None:
+    steps = milestones.crossing_steps(record.dynamics)
+    return None if key not in steps else float(steps[key] is not None)
+
+
+def _final(record: RunRecord, part: str, name: str) -> float | None:
+    return record.dynamics[-1].get(part, {}).get(name) if record.dynamics else None
 
 
 def _probe_rows(columns, add) -> None:

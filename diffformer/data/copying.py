@@ -15,7 +15,9 @@ class CopyTask(SyntheticTask):
 
     easy: L distinct tokens drawn from `vocab` tokens; hard: every input is a permutation
     of the same L tokens, so co-occurrence carries no signal and only attention can solve it.
-    Token 1 is the separator; the sequence length is 2·L + 1.
+    Token 1 is the separator; the sequence length is 2·L + 1. Position L + k (the separator for
+    k = 0) predicts x_{k+1}, which sits at position k: its evidence is [k, k + 1), the aligned
+    source position, and the question (the copy) starts at the separator.
     """
 
     task: Literal["copy"]
@@ -43,4 +45,9 @@ class CopyTask(SyntheticTask):
         inputs = np.concatenate([source, np.ones((batch_size, 1), dtype=np.int64), source], axis=1)
         targets = np.full_like(inputs, IGNORE)
         targets[:, self.length : 2 * self.length] = source
-        return batch_from_arrays(inputs, targets)
+        evidence = np.full((*inputs.shape, 2), -1, dtype=np.int64)
+        aligned = np.arange(self.length)
+        evidence[:, self.length : 2 * self.length, 0] = aligned
+        evidence[:, self.length : 2 * self.length, 1] = aligned + 1
+        question_start = np.full(batch_size, self.length, dtype=np.int64)
+        return batch_from_arrays(inputs, targets, evidence=evidence, question_start=question_start)

@@ -1,22 +1,29 @@
 """Attention dynamics: the attention probe's measurements on one fixed batch, every `track.every` steps.
 
-RUN/dynamics.jsonl gets one line per measurement, {"step": s, "layers": {"0": {...}, ...},
-"average": {...}, "heads": {"0": {name: [one value per head]}, ...}}; per layer, averaged over
-heads and the batch's scored positions (and per head where a measurement is one)
-(docs/formulas.md §6): normalised entropy, head diversity, the attention mass on each
-answer's source where the task marks one (MQAR: the queried pair; needle tasks: the needle)
-and the context mass besides it; for differential kinds λ, A1/A2 cosine and JS divergence and
-the share of negative weight; for doubly normalized attention the key-coverage minimum.
-The batch is a pure function of `track.seed` and the data settings, so runs that differ in
-anything else are measured on the same sequences; step 0 is the state before training.
+RUN/dynamics.jsonl gets one line per measurement, {"step": s, "model": {...}, "layers": {"0": {...}, ...},
+"average": {...}, "heads": {"0": {name: [one value per head]}, ...}}. "model" holds what the whole
+model does on the batch: token accuracy and exact match on the scored positions, and with
+`track.ktiw` the KTIW probe (probes/ktiw.py). Per layer, averaged over heads and the batch's
+scored positions (and per head where a measurement is one) (docs/formulas.md §6): normalised
+entropy, head diversity, the attention mass on each answer's source where the task marks one
+(MQAR: the queried pair; needle tasks: the needle; copy: the aligned source position), the
+context mass besides it, and how often a head's largest weight lands on the source (copy: the
+diagonal attention accuracy; exactly, and within ±1); for differential kinds λ, A1/A2 cosine
+and JS divergence and the share of negative weight; for doubly normalized attention the
+key-coverage minimum. The batch is a pure function of `track.seed` and the data settings, so
+runs that differ in anything else are measured on the same sequences; step 0 is the state
+before training.
 """
 
 import torch
 from pydantic import Field
 
+from diffformer.data import IGNORE
 from diffformer.devices import autocast_for
+from diffformer.model.capture import capture_attention
 from diffformer.probes.full_capture import coverage_and_outliers
-from diffformer.probes.retrieval import AnswerAttention, answer_and_maps
+from diffformer.probes.ktiw import ktiw
+from diffformer.probes.retrieval import AnswerAttention
 from diffformer.sections import MAX_SEED, MAX_TOKENS, Section
 
 
@@ -26,6 +33,9 @@ class TrackSettings(Section):
     every: int = Field(25, gt=0, description="Steps between measurements (step 0, before training, is one).")
     batch_size: int = Field(8, gt=0, le=MAX_TOKENS, description="Sequences in the fixed measurement batch.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of that batch: the same batch for every run.")
+    ktiw: bool = Field(
+        False, description="Also the KTIW probe (one forward per source position; tasks that mark sources)."
+    )
 
 
 class AttentionTracker:
@@ -35,13 +45,24 @@ class AttentionTracker:
         self.model, self.device, self.precision = model, device, precision
         self.batch = data.batch(settings.seed, "probe", 0, settings.batch_size).to(device)
         self.coverage = model.config.attention.kind == "doubly_normalized"
+        self.ktiw = settings.ktiw  # the recipe schema allows it only on tasks that mark sources
 
     def measure(self, step: int) -> dict:
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad(), autocast_for(self.device, self.precision):
-                _, maps = answer_and_maps(self.model, self.batch, want_maps=True)
+                scored = self.batch.targets != IGNORE
+                with capture_attention(self.model, query_positions=scored.any(0).nonzero().flatten().tolist()) as c:
+                    logits = self.model(self.batch.inputs)
+                maps = c.maps
+                right = logits.argmax(-1) == self.batch.targets
+                model = {
+                    "token_accuracy": float(right[scored].float().mean()),
+                    "exact_match": float((right | ~scored).all(1).float().mean()),
+                }
+                if self.ktiw:
+                    model.update(ktiw(self.model, self.batch))
                 coverage = coverage_and_outliers(self.model, self.batch.inputs)[0] if self.coverage else {}
         finally:
             self.model.train(was_training)
@@ -55,4 +76,4 @@ class AttentionTracker:
         if coverage:
             average["key_coverage_min"] = min(c.min for c in coverage.values())
         heads = {str(layer): values for layer, values in attention.head_means().items()}
-        return {"step": step, "layers": layers, "average": average, "heads": heads}
+        return {"step": step, "model": model, "layers": layers, "average": average, "heads": heads}

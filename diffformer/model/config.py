@@ -56,6 +56,11 @@ class ModelConfig(Section):
         "(output projection random); identical: the output projection's columns too (heads then stay identical "
         "without dropout).",
     )
+    uniform_attention: bool = Field(
+        False,
+        description="Control: every attention row is uniform over the keys it can see (queries and keys go "
+        "unused); values and everything else are learned. Measures what is learnable without attention.",
+    )
     attention: AttentionConfig = Field(default_factory=VanillaConfig, description="Attention kind and options.")
 
     @property

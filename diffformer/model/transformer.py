@@ -129,6 +129,13 @@ class Transformer(nn.Module):
             x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.lm_head(self.final_norm(x))
 
+    def attention_penalty(self) -> torch.Tensor | None:
+        """The mean over layers of what their attention adds to the training loss after a training forward
+        (differential's similarity penalty), or None when no layer adds anything."""
+        terms = [block.attention.penalty() for block in self.blocks]
+        terms = [term for term in terms if term is not None]
+        return torch.stack(terms).sum() / len(self.blocks) if terms else None
+
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied embedding counts once)."""
         return sum(p.numel() for p in self.parameters())

@@ -58,6 +58,8 @@ class LayerAttention:
 
     needle_mass: float | None = None
     noise: float | None = None
+    source_argmax: float | None = None  # share of rows whose largest weight is on the source (copy: diagonal)
+    source_argmax_near: float | None = None  # ... on the source or a key next to it (±1)
     entropy: float | None = None
     head_diversity: float | None = None
     lambda_value: float | None = None  # differential kinds only, from here down

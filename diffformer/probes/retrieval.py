@@ -142,6 +142,10 @@ class AnswerAttention:
                 context_mass = (weights * before_question[:, None, None]).sum(-1)
                 self.needle_by_length[length][layer].append(record("needle_mass", needle))
                 record("noise", context_mass - needle)
+                peak = weights.argmax(-1)  # (B, H, P): the key each head weights most
+                start, end = spans[:, None, :, 0], spans[:, None, :, 1]
+                record("source_argmax", ((peak >= start) & (peak < end)).float())
+                record("source_argmax_near", ((peak >= start - 1) & (peak < end + 1)).float())
             record("entropy", stats.normalized_entropy(weights, positions))
             collected["head_diversity"].append(stats.head_diversity(weights.transpose(1, 2))[asked].cpu())
             parts = layer_maps.differential

@@ -58,6 +58,8 @@ class Recipe(Section):
                 f"model.vocab_size ({self.model.vocab_size}) is smaller than the {self.data.task} "
                 f"task's {task_vocab} token ids"
             )
+        if self.track is not None and self.track.ktiw and self.data.task == "text":
+            raise ValueError("track.ktiw needs a task that marks each answer's source (copy, mqar, needle), not text")
         return self
 
     @property

@@ -91,7 +91,9 @@ class Parallelism:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            return DistributedDataParallel(model, device_ids=device_ids)
+            # The uniform-attention control leaves queries and keys without gradients.
+            unused = model.config.uniform_attention
+            return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
         return model
 
     @property

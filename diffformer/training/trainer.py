@@ -207,7 +207,8 @@ class Trainer:
             batch = self.data.batch(self.recipe.seed, "train", index, config.batch_size).to(self.device)
             with autocast_for(self.device, config.precision):
                 loss = scored_loss(self.forward_model(batch.inputs), batch.targets) / config.grad_accumulation
-            loss.backward()
+            penalty = self.model.attention_penalty()  # recorded losses stay the language-model loss
+            (loss if penalty is None else loss + penalty / config.grad_accumulation).backward()
             total_loss += loss.detach()
             tokens += batch.inputs.numel() * info.world_size
             flops += batch.inputs.numel() * info.world_size * self._flops_per_token(batch.inputs.shape[1])

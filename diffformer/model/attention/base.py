@@ -7,7 +7,10 @@ The contract:
 - maps: one pure function of the layer's q, k (and the kind's own extras) and the
   query positions, returning AttentionMaps, passed to `record_maps` in forward;
 - initialise: the kind owns the initialisation of its parameters (the default
-  covers plain projection matrices).
+  covers plain projection matrices);
+- forcing: forward passes what its map produced, per output head, through `forced`
+  with the values those heads read, so a probe can replace chosen rows by one-hot
+  attention (model/forcing.py).
 """
 
 from collections.abc import Callable
@@ -56,6 +59,11 @@ class Attention(nn.Module):
         self.uses_alibi = model.position == "alibi"
         # Set by the model while its blocks are activation-checkpointed (recomputed in backward).
         self.recomputed = False
+        # The uniform-attention control: the kind's map is computed (its parameters exist) but not applied.
+        self.uniform = model.uniform_attention
+        self.output_heads = self.n_heads  # heads whose outputs are mixed (differential V1: its pairs)
+        # Set by model/forcing.py only: (B, T) key each query row must attend to alone, −1 = as computed.
+        self.forced_keys: torch.Tensor | None = None
         # Non-persistent: derived from the config, so checkpoints do not carry it.
         self.register_buffer("alibi_slopes", None, persistent=False)
 
@@ -122,13 +130,42 @@ class Attention(nn.Module):
         """
         if self.recorder is not None:
             positions = self.recorder.positions(q.shape[-2], q.device)
-            self.recorder.record(self.layer_index, maps_of(q, *inputs, positions=positions))
+            if self.uniform:
+                maps = uniform_maps(q.shape[0], self.output_heads, positions, q.shape[-2])
+            else:
+                maps = maps_of(q, *inputs, positions=positions)
+            self.recorder.record(self.layer_index, maps)
+
+    def penalty(self) -> torch.Tensor | None:
+        """A term this layer adds to the training loss, from its last training forward (None: nothing)."""
+        return None
+
+    def forced(self, attended: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """`attended` (B, heads, T, w), except rows whose `forced_keys` entry s ≥ 0 become values[:, :, s]:
+        what one-hot attention on s would give. values: (B, heads, T, w), the values each output head reads.
+        Under the uniform-attention control every row first becomes the mean of the values it can see."""
+        if self.uniform:
+            seen = torch.arange(1, values.shape[2] + 1, device=values.device, dtype=torch.float32)
+            attended = (values.float().cumsum(2) / seen[:, None]).to(attended.dtype)
+        keys = self.forced_keys
+        if keys is None:
+            return attended
+        index = keys.clamp_min(0)[:, None, :, None].expand(-1, values.shape[1], -1, values.shape[-1])
+        one_hot_rows = values.gather(2, index).to(attended.dtype)
+        return torch.where((keys >= 0)[:, None, :, None], one_hot_rows, attended)
 
     def rotate(self, *heads: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Apply rotary position encoding to (B, heads, T, d_head) tensors, if the model uses it."""
         if self.rotary is None:
             return heads
         return tuple(self.rotary(h) for h in heads)
+
+
+def uniform_maps(batch: int, heads: int, positions: torch.Tensor, keys: int) -> AttentionMaps:
+    """The uniform-attention control's rows: 1/(i+1) on each key j ≤ i for the query at position i."""
+    visible = torch.arange(keys, device=positions.device)[None, :] <= positions[:, None]  # (P, T)
+    weights = visible.float() / visible.sum(-1, keepdim=True)
+    return AttentionMaps(weights.expand(batch, heads, -1, -1), {}, positions)
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:

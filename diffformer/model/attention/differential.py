@@ -12,6 +12,7 @@ import math
 from typing import Annotated, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -53,6 +54,12 @@ LambdaInit = Annotated[ExpLambdaInit | ConstantLambdaInit, Field(discriminator="
 class DifferentialConfig(AttentionKindConfig):
     kind: Literal["differential"]
     lambda_init: LambdaInit = Field(default_factory=ExpLambdaInit)
+    similarity_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of a training penalty on how alike each pair's two maps are: the mean cosine "
+        "between A1 and A2 rows over layers, pairs and queries (0 = off; builds the T×T maps while training).",
+    )
 
     def check_model(self, model) -> None:
         if model.n_heads % 2:
@@ -69,13 +76,15 @@ class DifferentialAttention(Attention):
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
         d_model, d_head = model.d_model, self.d_head
-        self.n_pairs = self.n_heads // 2
+        self.n_pairs = self.output_heads = self.n_heads // 2
         self.n_kv_pairs = self.n_kv_heads // 2
         self.q_proj = nn.Linear(d_model, self.n_heads * d_head, bias=False)
         self.k_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
         self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
         self.out_proj = nn.Linear(self.n_heads * d_head, d_model, bias=False)
         self.lambda_init = model.attention.lambda_init.value_at(layer_index)
+        self.similarity_penalty = model.attention.similarity_penalty
+        self.pair_similarity: torch.Tensor | None = None  # set by a training forward when the penalty is on
         # λ's re-parameterisation vectors, float32 and N(0, 0.1²) as in the paper.
         self.lambda_q1 = nn.Parameter(torch.randn(d_head) * 0.1)
         self.lambda_k1 = nn.Parameter(torch.randn(d_head) * 0.1)
@@ -101,6 +110,11 @@ class DifferentialAttention(Attention):
         # reading its pair's V of width 2·d_head: twice vanilla's A·V.
         width = self.n_heads * self.d_head
         return 2 * context * width + 2 * context * (2 * width)
+
+    def penalty(self) -> torch.Tensor | None:
+        """similarity_penalty × this layer's mean A1/A2 row cosine from the last training forward (docs §13)."""
+        similarity, self.pair_similarity = self.pair_similarity, None
+        return None if similarity is None else self.similarity_penalty * similarity
 
     def lambda_value(self) -> torch.Tensor:
         """λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, a float32 scalar."""
@@ -128,8 +142,13 @@ class DifferentialAttention(Attention):
         )
         maps_out = attended.view(batch, 2, P, length, 2 * d)  # (B, map, pair, T, 2d)
         lam = self.lambda_value()
-        diff = maps_out[:, 0] - lam * maps_out[:, 1]
+        # Forcing makes the effective map A1 − λ·A2 one-hot: the pair's output is its value alone.
+        diff = self.forced(maps_out[:, 0] - lam * maps_out[:, 1], repeat_kv_groups(v, P))
         heads = self.subln(diff) * (1 - self.lambda_init)
+        if self.similarity_penalty and self.training:
+            every_query = torch.arange(length, device=x.device)
+            parts = differential_maps(q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes, every_query)
+            self.pair_similarity = F.cosine_similarity(parts.differential.a1, parts.differential.a2, dim=-1).mean()
         # Views only: the key groups are expanded inside the map function, so nothing is copied unless captured.
         self.record_maps(differential_maps, q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes)
         return self.out_proj(merge_heads(heads.to(x.dtype)))

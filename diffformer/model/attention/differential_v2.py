@@ -52,7 +52,7 @@ class DifferentialV2Attention(Attention):
         k, v = repeat_kv_groups(k, 2 * self.n_heads), repeat_kv_groups(v, 2 * self.n_heads)
         attn = self.causal_attention(q, k, v)  # (B, 2H, T, d)
         lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
-        out = attn[:, 0::2] - lam * attn[:, 1::2]
+        out = self.forced(attn[:, 0::2] - lam * attn[:, 1::2], v[:, 0::2])
         self.record_maps(differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.o_proj(merge_heads(out.to(x.dtype)))
 

@@ -96,6 +96,7 @@ class DoublyNormalizedAttention(Attention):
         out = prefix_doubly_normalized_attention(
             q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes, self.recomputed
         )
+        out = self.forced(out, v)
         self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block, self.alibi_slopes)
         return self.out_proj(merge_heads(out.to(x.dtype)))
 

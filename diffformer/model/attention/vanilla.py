@@ -44,7 +44,7 @@ class VanillaAttention(Attention):
         v = split_heads(self.v_proj(x), self.n_kv_heads)
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
-        out = self.causal_attention(q, k, v)
+        out = self.forced(self.causal_attention(q, k, v), v)
         self.record_maps(softmax_maps, q, k, self.alibi_slopes)
         return self.out_proj(merge_heads(out))
 
