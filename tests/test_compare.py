@@ -144,3 +144,17 @@ def test_compare_cli_errors_and_end_to_end(tmp_path):
     params = next(row for row in comparison["rows"] if row["name"] == "parameters")
     assert params["values"][1] - params["values"][0] == 6 * 8  # differential: +6·d_head per layer
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
+
+
+def test_columns_that_shared_keys_leave_alike_are_told_apart_by_the_keys_only_some_set():
+    """λ_init {exp, constant 0.8, constant 0.5}: 'value' is unset for exp, yet it alone separates the constants."""
+    records = []
+    for name, schedule in (("exp", {"schedule": "exp"}), ("c8", {"schedule": "constant", "value": 0.8})):
+        records.append(_record(name, 1.0, 0.1, kind="differential"))
+        records[-1].recipe["model"]["attention"]["lambda_init"] = schedule
+    records.append(_record("c5", 1.0, 0.1, kind="differential"))
+    records[-1].recipe["model"]["attention"]["lambda_init"] = {"schedule": "constant", "value": 0.5}
+    columns = compare_records(records).columns
+    assert columns == ["schedule=exp", "schedule=constant, value=0.8", "schedule=constant, value=0.5"]
+    plain = compare_records([_record("a", 1.0, 0.1), _record("b", 1.0, 0.1, kind="doubly_normalized")]).columns
+    assert plain == ["kind=vanilla", "kind=doubly_normalized"], "options only one kind has stay out of labels"

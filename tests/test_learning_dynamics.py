@@ -20,9 +20,11 @@ from diffformer.probes.retrieval import AnswerAttention
 KINDS = ["vanilla", "differential", "differential_v2", "doubly_normalized"]
 
 
-@pytest.mark.parametrize("task", [CopyTask(task="copy", length=7, vocab=20), MqarTask(task="mqar", num_pairs=3, seq_len=24)])
+@pytest.mark.parametrize(
+    "task", [CopyTask(task="copy", length=7, vocab=20), MqarTask(task="mqar", num_pairs=3, seq_len=24)]
+)
 def test_evidence_points_at_the_token_to_output(task):
-    """Copy: position L + k must output x_{k+1}, which sits at its evidence, the aligned source position."""
+    """Copy: position L + k must output x_k, which sits at its evidence, the aligned source position k."""
     batch = task.batch(3, "train", 0, 4)
     scored = (batch.targets >= 0).nonzero().tolist()
     assert scored

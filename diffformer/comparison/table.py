@@ -56,10 +56,17 @@ def compare_records(records: list[RunRecord]) -> Comparison:
 
 
 def _column_label(group: list[RunRecord], differences: dict, index: int) -> str:
-    """Named by the differing keys that every column sets (kind-specific options only show in the table)."""
+    """Named by the differing keys that every column sets (kind-specific options only show in the table),
+    plus, where those leave two columns alike, the keys that tell them apart (for the columns that set them)."""
     shared = {k: v for k, v in differences.items() if all(x is not None for x in v)} or differences
-    parts = [f"{k.rsplit('.', 1)[-1]}={v[index]}" for k, v in shared.items()]
-    label = ", ".join(parts) if parts else group[0].recipe.get("name", str(group[0].path))
+
+    def parts(column: int, keys: dict) -> list[str]:
+        return [f"{k.rsplit('.', 1)[-1]}={v[column]}" for k, v in keys.items() if v[column] is not None]
+
+    columns = len(next(iter(differences.values()), []))
+    names = [tuple(parts(c, shared)) for c in range(columns)]
+    keys = differences if len(set(names)) < len(names) else shared
+    label = ", ".join(parts(index, keys)) or group[0].recipe.get("name", str(group[0].path))
     if not group[0].finished:
         label += f" (unfinished, step {group[0].step})"
     return label + (f" ({len(group)} seeds)" if len(group) > 1 else "")

@@ -69,7 +69,7 @@ def draw_dynamics_overlay(columns: list[tuple[str, list[list[dict]]]], path: Pat
         panel.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.suptitle("Attention over training: mean over seeds, band = their range")
-    figure.tight_layout(rect=(0, 0.035 * len(labels) / 2 + 0.02, 1, 1))
+    figure.tight_layout(rect=(0, 0.012 + 0.02 * -(-len(labels) // 2), 1, 1))
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
     return _save(figure, path, laid_out=True)
 
@@ -79,15 +79,19 @@ def _flatten(records: list[dict]) -> dict[str, dict[int, float]]:
     flat: dict[str, dict[int, float]] = {}
     for record in records:
         values = {**record.get("model", {}), **record.get("average", {})}
-        values.update({f"best head {k.replace('_', ' ')}": v for k, v in readings(record).items() if "diag" in k})
+        best = readings(record)
+        for key, name in (("diagonal", "best head: source argmax"), ("diagonal_near", "best head: ±1")):
+            if key in best:
+                values[name] = best[key]
         for name, value in values.items():
             flat.setdefault(name, {})[record["step"]] = value
     return flat
 
 
 def _panel_order(name: str) -> tuple[int, str]:
-    first = ("token_accuracy", "exact_match", "ktiw", "ktiw_probability")
-    return (first.index(name), name) if name in first else (len(first) + name.startswith("best") * -1, name)
+    """What the model does first, then the milestone readings, then the attention measurements by name."""
+    first = ("token_accuracy", "exact_match", "ktiw", "ktiw_probability", "best head: source argmax", "best head: ±1")
+    return (first.index(name), name) if name in first else (len(first), name)
 
 
 def _nanmean(values: list[float]) -> float:

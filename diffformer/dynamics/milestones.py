@@ -4,8 +4,9 @@ A milestone is the first tracked step at which a measurement reached its thresho
 - learned: the model's token accuracy on the fixed batch (copy: the copied half);
 - KTIW: the share of positions whose best forced source is the aligned one;
 - diagonal: the best head's share of rows whose largest weight is on the source
-  (copy: the aligned position; the best over every layer and head, because one head
-  that copies is enough), exactly and within ±1.
+  (copy: the aligned position, Snell et al.'s diagonal attention; MQAR: the queried pair;
+  the best over every layer and head, because one head that finds it is enough),
+  exactly and within ±1.
 A run "learned" when its last measurement's token accuracy is at or above the threshold.
 Steps are those of the tracking cadence, so a crossing is known to within track.every.
 """
@@ -24,8 +25,8 @@ class Milestone:
 MILESTONES = {
     "token_accuracy": Milestone("token accuracy", "model token accuracy on the fixed batch"),
     "ktiw": Milestone("KTIW", "share of positions whose best forced source is aligned"),
-    "diagonal": Milestone("diagonal attention", "best head's argmax on the aligned source"),
-    "diagonal_near": Milestone("diagonal attention ±1", "best head's argmax within ±1 of it"),
+    "diagonal": Milestone("source argmax (copy: diagonal)", "best head's argmax on the source"),
+    "diagonal_near": Milestone("source argmax ±1", "best head's argmax within ±1 of it"),
 }
 
 
