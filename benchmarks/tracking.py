@@ -7,6 +7,7 @@ measurement ÷ (every × step).
 
     python benchmarks/tracking.py                       # quickstart, every 25 steps, batch 8
     python benchmarks/tracking.py --every 10 --batch 16
+    python benchmarks/tracking.py --recipe recipes/dynamics/copy.yaml --kinds vanilla --every 20 --batch 16 --ktiw
 """
 
 import argparse
@@ -33,6 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--kinds", nargs="+", default=list(ATTENTION_KINDS), choices=list(ATTENTION_KINDS))
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--batch", type=int, default=8, help="sequences in the measurement batch")
+    parser.add_argument("--ktiw", action="store_true", help="measure KTIW too (one forward per source position)")
     parser.add_argument("--repeats", type=int, default=10)
     return parser.parse_args(argv)
 
@@ -47,7 +49,9 @@ def build(args, kind: str):
     model = Transformer(recipe.resolved_model(data.vocab_size))
     optimizer = build_optimizer(model, recipe.train)
     batch = data.batch(recipe.seed, "train", 0, recipe.train.batch_size)
-    tracker = AttentionTracker(TrackSettings(every=args.every, batch_size=args.batch), model, data, device, precision)
+    tracker = AttentionTracker(
+        TrackSettings(every=args.every, batch_size=args.batch, ktiw=args.ktiw), model, data, device, precision
+    )
 
     def step() -> float:
         start = time.perf_counter()
@@ -77,7 +81,8 @@ def main(argv=None) -> None:
         for kind, (step, measure, _) in built.items():
             times[kind][0].append(step())
             times[kind][1].append(measure())
-    table = Table(title=f"tracking cost, {args.recipe}, every {args.every} steps, batch {args.batch}")
+    ktiw = ", with KTIW" if args.ktiw else ""
+    table = Table(title=f"tracking cost, {args.recipe}, every {args.every} steps, batch {args.batch}{ktiw}")
     for column in ("kind", "precision", "step ms", "measurement ms", "overhead"):
         table.add_column(column, justify="left" if column in ("kind", "precision") else "right")
     for kind, (steps, measures) in times.items():

@@ -204,3 +204,20 @@ def test_ktiw_needs_a_task_that_marks_sources(tmp_path):
     }
     with pytest.raises(RecipeError, match="track.ktiw"):
         validate_recipe(recipe, "recipe", tmp_path)
+
+
+def test_the_penalty_gives_the_same_gradients_with_activation_checkpointing():
+    config = ModelConfig(
+        vocab_size=37, d_model=32, n_layers=2, n_heads=4, attention={"kind": "differential", "similarity_penalty": 1.0}
+    )
+    model = Transformer(config).train()
+    tokens = torch.randint(0, 37, (2, 16))
+    gradients = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = recompute
+        (model(tokens).float().logsumexp(-1).mean() + model.attention_penalty()).backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+    assert gradients[0]["blocks.0.attention.lambda_q1"].abs().sum() > 0
