@@ -20,10 +20,9 @@ from pydantic import Field
 
 from diffformer.data import IGNORE
 from diffformer.devices import autocast_for
-from diffformer.model.capture import capture_attention
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.ktiw import ktiw
-from diffformer.probes.retrieval import AnswerAttention
+from diffformer.probes.retrieval import AnswerAttention, exact_rows, logits_and_maps
 from diffformer.sections import MAX_SEED, MAX_TOKENS, Section
 
 
@@ -52,14 +51,11 @@ class AttentionTracker:
         self.model.eval()
         try:
             with torch.no_grad(), autocast_for(self.device, self.precision):
+                logits, maps = logits_and_maps(self.model, self.batch, want_maps=True)
                 scored = self.batch.targets != IGNORE
-                with capture_attention(self.model, query_positions=scored.any(0).nonzero().flatten().tolist()) as c:
-                    logits = self.model(self.batch.inputs)
-                maps = c.maps
-                right = logits.argmax(-1) == self.batch.targets
                 model = {
-                    "token_accuracy": float(right[scored].float().mean()),
-                    "exact_match": float((right | ~scored).all(1).float().mean()),
+                    "token_accuracy": float((logits.argmax(-1) == self.batch.targets)[scored].float().mean()),
+                    "exact_match": float(exact_rows(logits, self.batch.targets).float().mean()),
                 }
                 if self.ktiw:
                     model.update(ktiw(self.model, self.batch))

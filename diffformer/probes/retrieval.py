@@ -102,14 +102,24 @@ def effective_length(lengths, accuracy, threshold) -> int | None:
 @torch.no_grad()
 def answer_and_maps(model, batch: Batch, want_maps: bool):
     """Greedy exact match per prompt and, if asked, the maps at every position some row is scored at."""
-    scored = batch.targets != IGNORE
+    logits, maps = logits_and_maps(model, batch, want_maps)
+    return exact_rows(logits, batch.targets), maps
+
+
+@torch.no_grad()
+def logits_and_maps(model, batch: Batch, want_maps: bool):
+    """The model's logits on the batch and, if asked, its maps at every position some row is scored at."""
     if not want_maps:
-        logits = model(batch.inputs)
-        return ((logits.argmax(-1) == batch.targets) | ~scored).all(dim=1), None
-    positions = scored.any(dim=0).nonzero().flatten()
+        return model(batch.inputs), None
+    positions = (batch.targets != IGNORE).any(dim=0).nonzero().flatten()
     with capture_attention(model, query_positions=positions.tolist()) as capture:
         logits = model(batch.inputs)
-    return ((logits.argmax(-1) == batch.targets) | ~scored).all(dim=1), capture.maps
+    return logits, capture.maps
+
+
+def exact_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) whether greedy decoding gets every scored position of a row right."""
+    return ((logits.argmax(-1) == targets) | (targets == IGNORE)).all(dim=1)
 
 
 class AnswerAttention:
