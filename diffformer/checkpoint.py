@@ -18,8 +18,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from diffformer import __version__
 from diffformer.atomic import fsync_directory, fsync_file, replace_durably, temporary_path
 from diffformer.errors import CheckpointError, RecipeError
+from diffformer.model.build import build_model
 from diffformer.model.config import ModelConfig
-from diffformer.model.transformer import Transformer
 from diffformer.run_folder import MODEL_FILE, STATE_FILE, TOKENIZER_FILE, RunFolder, locate
 
 FORMAT = "diffformer"
@@ -39,7 +39,7 @@ class TrainingProgress:
 class LoadedModel:
     """A trained model with what its checkpoint says about it; `path` is the model file."""
 
-    model: Transformer
+    model: torch.nn.Module  # a Transformer, or the focus task's FocusModel
     recipe: dict
     step: int
     tokens_seen: int
@@ -243,12 +243,13 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
         recipe = json.loads(metadata["recipe"])
         step, tokens_seen = int(metadata["step"]), int(metadata["tokens_seen"])
         model_config = ModelConfig.model_validate(recipe["model"])
-        if step < 0 or tokens_seen < 0:
+        if step < 0 or tokens_seen < 0 or not isinstance(recipe["data"], dict):
             raise ValueError
+        with torch.device("meta"):
+            described = build_model(model_config, recipe["data"])
     except (KeyError, TypeError, ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
         raise CheckpointError(f"checkpoint {path} has missing or malformed metadata (recipe, step, tokens)") from None
-    with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in Transformer(model_config).state_dict().items()}
+    expected = {name: tuple(t.shape) for name, t in described.state_dict().items()}
     with safe_open(str(path), "pt") as file:
         stored = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
     # save_model keeps one of the two names of a tied embedding.
@@ -271,6 +272,6 @@ def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> 
     """Load a model from a run folder or a .safetensors checkpoint, validating what it is."""
     folder, file = locate(path)
     info = read_checkpoint_info(file)
-    model = Transformer(info.model_config)
+    model = build_model(info.model_config, info.recipe["data"])
     load_model(model, str(file), strict=True, device=str(device))
     return LoadedModel(model.to(device), info.recipe, info.step, info.tokens_seen, file, folder)

@@ -8,7 +8,7 @@ from diffformer.checkpoint import load_trained_model
 from diffformer.data import prepare_data
 from diffformer.devices import resolve_device
 from diffformer.errors import RecipeError
-from diffformer.metrics import evaluate
+from diffformer.training.objective import objective_for
 
 
 @dataclass
@@ -48,7 +48,7 @@ def evaluate_checkpoint(
             f"the data uses {data.vocab_size} token ids but the model knows {loaded.model.config.vocab_size}"
         )
     eval_settings = recipe.get("eval", {})
-    metrics = evaluate(
+    metrics = objective_for(data_config.task, recipe.get("focus")).evaluate(
         loaded.model,
         data,
         recipe["seed"] if seed is None else seed,

@@ -11,6 +11,9 @@ from diffformer.comparison.records import RunRecord
 from diffformer.comparison.report import markdown_report
 from diffformer.comparison.table import Comparison, comparison_as_dict
 from diffformer.dynamics.figure import draw_dynamics_overlay
+from diffformer.dynamics.milestones import MILESTONES
+
+MILESTONE_MEASUREMENTS = set(MILESTONES)  # those read from a record's "model" part
 
 DEFAULT_OUTPUT = Path("comparisons")
 
@@ -62,7 +65,12 @@ def _dynamics_figure(comparison: Comparison, records: list[RunRecord], output_di
         (label, [by_path[run].dynamics for run in runs if by_path[run].dynamics])
         for label, runs in zip(comparison.columns, comparison.runs_per_column)
     ]
-    return [draw_dynamics_overlay([c for c in columns if c[1]], output_dir / "dynamics.png")]
+    columns = [column for column in columns if column[1]]
+    files = [draw_dynamics_overlay(columns, output_dir / "dynamics.png")]
+    measured = {name for _, runs in columns for run in runs for name in run[-1].get("model", {})}
+    for name in sorted(measured & MILESTONE_MEASUREMENTS):  # what the study is about, each in a picture of its own
+        files.append(draw_dynamics_overlay(columns, output_dir / f"dynamics_{name}.png", only=name))
+    return files
 
 
 def curves_plot(records: list[RunRecord], labels: list[str], path: Path) -> None:

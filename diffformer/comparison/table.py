@@ -142,7 +142,11 @@ def _dynamics_rows(columns, add) -> None:
         crossing = f"{milestone.name} ≥ {milestones.THRESHOLD}"
         add("dynamics", f"{crossing}: share of seeds", lambda r, k=key: _crossed_share(r, k))
         add("dynamics", f"{crossing}: step", lambda r, k=key: milestones.crossing_steps(r.dynamics).get(k))
-    add("dynamics", "final token accuracy", lambda r: _final(r, "model", "token_accuracy"))
+    model_measurements = sorted(
+        {name for g in columns for r in g if r.dynamics for name in r.dynamics[-1].get("model", {})}
+    )
+    for name in model_measurements:
+        add("dynamics", f"final {name.replace('_', ' ')}", lambda r, n=name: _final(r, "model", n))
     for name, label in FINAL_DYNAMICS.items():
         add("dynamics", f"final {label}", lambda r, n=name: _final(r, "average", n))
 

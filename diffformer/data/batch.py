@@ -16,6 +16,7 @@ class Batch:
     Retrieval tasks also say where the answers come from, for the attention probes:
     evidence: (B, T, 2) [start, end) of the tokens that answer each scored position (−1 elsewhere);
     question_start: (B,) where the question part begins; needle_start: (B,) the first true needle.
+    The focus task: targets are (B, 1) labels and foreground (B,) the index of the segment carrying them.
     """
 
     inputs: torch.Tensor
@@ -23,6 +24,7 @@ class Batch:
     needle_start: torch.Tensor | None = None
     evidence: torch.Tensor | None = None
     question_start: torch.Tensor | None = None
+    foreground: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         """The same batch with every tensor (annotations included) on `device`."""
@@ -35,7 +37,8 @@ class Batch:
 
 
 def batch_from_arrays(inputs: np.ndarray, targets: np.ndarray, **annotations: np.ndarray | None) -> Batch:
-    """A Batch from numpy arrays; `annotations` are the optional fields (needle_start, evidence, question_start)."""
+    """A Batch from numpy arrays; `annotations` are the optional fields (needle_start, evidence, question_start,
+    foreground)."""
     tensors = {name: None if a is None else torch.from_numpy(a.astype(np.int64)) for name, a in annotations.items()}
     return Batch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)), **tensors)
 

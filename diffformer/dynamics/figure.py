@@ -44,15 +44,16 @@ def draw_dynamics(records: list[dict], title: str, path: Path) -> Path:
     return _save(figure, path)
 
 
-def draw_dynamics_overlay(columns: list[tuple[str, list[list[dict]]]], path: Path) -> Path:
+def draw_dynamics_overlay(columns: list[tuple[str, list[list[dict]]]], path: Path, only: str | None = None) -> Path:
     """A comparison's dynamics: for each column (label, its seeds' dynamics records), the mean over seeds of
-    every model measurement, every layer-averaged measurement and the milestone readings, with the seeds'
-    min–max as a band."""
+    every model measurement, every layer-averaged measurement and the milestone readings (or `only` that one,
+    in one larger panel), with the seeds' min–max as a band."""
     series = [(label, [_flatten(records) for records in runs]) for label, runs in columns]
     names = sorted({name for _, runs in series for run in runs for name in run}, key=_panel_order)
+    names = [name for name in names if only in (None, name)]
     if not names:
         raise CheckpointError("none of the compared runs tracked attention dynamics")
-    figure, axes = _panels(len(names))
+    figure, axes = _panels(len(names)) if only is None else plt.subplots(1, 1, figsize=(7, 4.2), squeeze=False)
     for panel, name in zip(axes.flat, names):
         for label, runs in series:
             steps = sorted({step for run in runs for step in run.get(name, {})})
@@ -69,7 +70,8 @@ def draw_dynamics_overlay(columns: list[tuple[str, list[list[dict]]]], path: Pat
         panel.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.suptitle("Attention over training: mean over seeds, band = their range")
-    figure.tight_layout(rect=(0, 0.012 + 0.02 * -(-len(labels) // 2), 1, 1))
+    legend_rows = -(-len(labels) // 2)
+    figure.tight_layout(rect=(0, 0.012 + (0.02 if only is None else 0.045) * legend_rows, 1, 1))
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
     return _save(figure, path, laid_out=True)
 

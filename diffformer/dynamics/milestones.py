@@ -3,6 +3,7 @@
 A milestone is the first tracked step at which a measurement reached its threshold:
 - learned: the model's token accuracy on the fixed batch (copy: the copied half);
 - KTIW: the share of positions whose best forced source is the aligned one;
+- focus (the focus task): the focus weights' mean mass on the foreground segment;
 - diagonal: the best head's share of rows whose largest weight is on the source
   (copy: the aligned position, Snell et al.'s diagonal attention; MQAR: the queried pair;
   the best over every layer and head, because one head that finds it is enough),
@@ -25,6 +26,7 @@ class Milestone:
 MILESTONES = {
     "token_accuracy": Milestone("token accuracy", "model token accuracy on the fixed batch"),
     "ktiw": Milestone("KTIW", "share of positions whose best forced source is aligned"),
+    "foreground_mass": Milestone("foreground mass", "focus weight on the foreground segment"),
     "diagonal": Milestone("source argmax (copy: diagonal)", "best head's argmax on the source"),
     "diagonal_near": Milestone("source argmax ±1", "best head's argmax within ±1 of it"),
 }
@@ -32,7 +34,7 @@ MILESTONES = {
 
 def readings(record: dict) -> dict[str, float]:
     """One dynamics record's milestone measurements (those it has)."""
-    values = {name: record.get("model", {}).get(name) for name in ("token_accuracy", "ktiw")}
+    values = {name: record.get("model", {}).get(name) for name in ("token_accuracy", "ktiw", "foreground_mass")}
     for name, measured in (("diagonal", "source_argmax"), ("diagonal_near", "source_argmax_near")):
         per_head = [v for layer in record.get("heads", {}).values() for v in layer.get(measured, [])]
         values[name] = max(per_head) if per_head else None

@@ -136,6 +136,10 @@ class Transformer(nn.Module):
         terms = [term for term in terms if term is not None]
         return torch.stack(terms).sum() / len(self.blocks) if terms else None
 
+    def fresh_copy(self) -> "Transformer":
+        """A newly initialised model of the same shape (a module to gather full weights into)."""
+        return Transformer(self.config)
+
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied embedding counts once)."""
         return sum(p.numel() for p in self.parameters())

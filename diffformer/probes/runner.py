@@ -13,6 +13,7 @@ from diffformer.data import prepare_data
 from diffformer.data.mqar import MqarTask
 from diffformer.data.needle import NeedleTask
 from diffformer.devices import resolve_device
+from diffformer.errors import RecipeError
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants
 from diffformer.probes.results import LayerAttention, ProbeReport
@@ -28,6 +29,11 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     settings.check()
     device = resolve_device(settings.device)
     loaded = load_trained_model(path, device)
+    if loaded.recipe["data"]["task"] == "focus":
+        raise RecipeError(
+            f"{loaded.path} is a focus-task run: it is measured while training (RUN/dynamics.jsonl, "
+            "diffformer dynamics) and by diffformer eval; the probes read language models"
+        )
     model = loaded.model.eval()
     report = ProbeReport(str(loaded.path), loaded.step, model.config.attention.kind, settings.seed)
     report.settings = settings.model_dump(exclude={"device"})

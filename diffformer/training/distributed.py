@@ -17,7 +17,6 @@ import torch.distributed as dist
 from torch import nn
 
 from diffformer.checkpoint import load_named_optimizer_state, named_optimizer_state
-from diffformer.model.transformer import Transformer
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class Parallelism:
         if self._unsharded_copy is None:
             # One plain CPU copy, refilled at every checkpoint: safetensors' save_model needs a module
             # (it keeps one name for the tied embedding, as in a single-process run).
-            self._unsharded_copy = Transformer(model.config)
+            self._unsharded_copy = model.fresh_copy()
         self._unsharded_copy.load_state_dict(weights)
         return self._unsharded_copy, optimizer_state
 

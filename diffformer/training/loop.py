@@ -18,12 +18,13 @@ from diffformer.data import prepare_data
 from diffformer.devices import pick_device, resolve_precision
 from diffformer.dynamics.figure import draw_dynamics
 from diffformer.errors import RecipeError
-from diffformer.model.transformer import Transformer
+from diffformer.model.build import build_model
 from diffformer.recipe import Recipe
 from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
 from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, RunFolder
 from diffformer.training import distributed
 from diffformer.training.listeners import StepLogWriter, TrainingListener, notify
+from diffformer.training.objective import objective_for
 from diffformer.training.optimizer import build_optimizer
 from diffformer.training.trainer import Interrupted, Trainer, TrainResult
 
@@ -66,7 +67,9 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
     recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": precision})})
     resolved = recipe.model_copy(update={"model": model_config, "output": folder.path})
     torch.manual_seed(recipe.seed)
-    model = Transformer(model_config).to(device)
+    if info.distributed and not objective_for(recipe.data.task, recipe.focus).distributed:
+        raise RecipeError(f"the {recipe.data.task} task trains in one process; run it without torchrun")
+    model = build_model(model_config, resolved.stored()["data"]).to(device)
     model.activation_checkpointing = recipe.train.activation_checkpointing
     parallel = distributed.Parallelism(recipe.train.parallel, info, device)
     with folder.lock() if info.is_main else nullcontext():

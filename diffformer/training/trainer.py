@@ -18,14 +18,13 @@ import torch
 
 from diffformer.checkpoint import save_checkpoint
 from diffformer.devices import PeakFlops, autocast_for, peak_flops
-from diffformer.dynamics.tracker import AttentionTracker
 from diffformer.errors import CompileFailed, DiffformerError, TrainingDiverged, first_line
-from diffformer.metrics import evaluate, scored_loss
 from diffformer.model.flops import training_flops_per_token
 from diffformer.recipe import Recipe
 from diffformer.run_folder import RunFolder
 from diffformer.training import distributed
 from diffformer.training.listeners import StepReport, notify
+from diffformer.training.objective import objective_for
 from diffformer.training.optimizer import learning_rate
 
 
@@ -101,9 +100,10 @@ class Trainer:
             self.forward_model = torch.compile(self.forward_model)
         self.interrupted = False
         self.flops_per_token: dict[int, int] = {}  # by sequence length
+        self.objective = objective_for(recipe.data.task, recipe.focus)
         self.tracker = None
         if recipe.track is not None and parallel.measures_here:
-            self.tracker = AttentionTracker(recipe.track, model, data, self.device, self.config.precision)
+            self.tracker = self.objective.tracker(recipe.track, model, data, self.device, self.config.precision)
         self.last_loss = math.nan
         self.last_eval: dict[str, float] = {}
         self.eval_batch_size = recipe.eval.batch_size or self.config.batch_size
@@ -206,7 +206,8 @@ class Trainer:
             torch.manual_seed(_dropout_seed(self.recipe.seed, index))  # resumable
             batch = self.data.batch(self.recipe.seed, "train", index, config.batch_size).to(self.device)
             with autocast_for(self.device, config.precision):
-                loss = scored_loss(self.forward_model(batch.inputs), batch.targets) / config.grad_accumulation
+                outputs = self.forward_model(batch.inputs)
+                loss = self.objective.loss(self.model, outputs, batch, step) / config.grad_accumulation
             penalty = self.model.attention_penalty()  # recorded losses stay the language-model loss
             (loss if penalty is None else loss + penalty / config.grad_accumulation).backward()
             total_loss += loss.detach()
@@ -251,7 +252,7 @@ class Trainer:
         # metrics are logged once, from rank 0.
         metrics = {}
         if self.parallel.measures_here:
-            metrics = evaluate(
+            metrics = self.objective.evaluate(
                 self.model,
                 self.data,
                 self.recipe.seed,

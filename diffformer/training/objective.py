@@ -1,0 +1,32 @@
+"""What a run's model is trained and scored on: next-token prediction, or the focus task's objective.
+
+Both give the trainer the same three things: loss(model, outputs, batch, step), evaluate(...) for the
+eval cadence and `diffformer eval`, and tracker(...) for a recipe's `track:` section.
+"""
+
+from diffformer.dynamics.tracker import AttentionTracker
+from diffformer.focus.measures import FocusObjective
+from diffformer.focus.objectives import FocusSettings
+from diffformer.metrics import evaluate, scored_loss
+
+
+class LanguageModelling:
+    """Mean cross-entropy over the scored positions; held-out metrics from metrics.py; attention tracking."""
+
+    distributed = True
+
+    def loss(self, model, outputs, batch, step: int):
+        return scored_loss(outputs, batch.targets)
+
+    def evaluate(self, model, data, seed, batches, batch_size, device, precision="fp32", split="val") -> dict:
+        return evaluate(model, data, seed, batches, batch_size, device, precision, split)
+
+    def tracker(self, settings, model, data, device, precision) -> AttentionTracker:
+        return AttentionTracker(settings, model, data, device, precision)
+
+
+def objective_for(task: str, focus: dict | FocusSettings | None):
+    """The objective of a run, from its data task and its `focus:` section (as stored or validated)."""
+    if task != "focus":
+        return LanguageModelling()
+    return FocusObjective(focus if isinstance(focus, FocusSettings) else FocusSettings.model_validate(focus or {}))
