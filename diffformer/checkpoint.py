@@ -243,10 +243,11 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
         recipe = json.loads(metadata["recipe"])
         step, tokens_seen = int(metadata["step"]), int(metadata["tokens_seen"])
         model_config = ModelConfig.model_validate(recipe["model"])
-        if step < 0 or tokens_seen < 0 or not isinstance(recipe["data"], dict):
+        data = recipe.get("data") or {}  # library checkpoints may carry no data section (a transformer)
+        if step < 0 or tokens_seen < 0 or not isinstance(data, dict):
             raise ValueError
         with torch.device("meta"):
-            described = build_model(model_config, recipe["data"])
+            described = build_model(model_config, data)
     except (KeyError, TypeError, ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
         raise CheckpointError(f"checkpoint {path} has missing or malformed metadata (recipe, step, tokens)") from None
     expected = {name: tuple(t.shape) for name, t in described.state_dict().items()}
@@ -272,6 +273,6 @@ def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> 
     """Load a model from a run folder or a .safetensors checkpoint, validating what it is."""
     folder, file = locate(path)
     info = read_checkpoint_info(file)
-    model = build_model(info.model_config, info.recipe["data"])
+    model = build_model(info.model_config, info.recipe.get("data") or {})
     load_model(model, str(file), strict=True, device=str(device))
     return LoadedModel(model.to(device), info.recipe, info.step, info.tokens_seen, file, folder)

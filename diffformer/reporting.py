@@ -168,11 +168,16 @@ def render_eval_report(report, console: Console) -> None:
     table = Table(title=f"{where} · {report.task} · T={report.seq_len} · {report.split}")
     for column in ("metric", "value", "± s.e.", "rests on"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    examples, tokens = f"{metrics['examples']:,} sequences", f"{metrics['scored_tokens']:,} tokens"
-    for name in ("loss", "accuracy", "exact_match", "bits_per_byte"):
-        if name in metrics:
-            basis = examples if name == "exact_match" else tokens
-            table.add_row(name.replace("_", " "), f"{metrics[name]:.4f}", f"{metrics[name + '_se']:.4f}", basis)
+    examples = f"{metrics['examples']:,} sequences"
+    tokens = f"{metrics['scored_tokens']:,} tokens" if "scored_tokens" in metrics else examples
+    per_token = ("loss", "accuracy", "bits_per_byte")
+    measured = [name for name in metrics if f"{name}_se" in metrics]  # the focus task adds its own measurements
+    for name in [
+        *(n for n in (*per_token, "exact_match") if n in measured),
+        *(n for n in measured if n not in per_token + ("exact_match",)),
+    ]:
+        basis = tokens if name in per_token else examples
+        table.add_row(name.replace("_", " "), f"{metrics[name]:.4f}", f"{metrics[name + '_se']:.4f}", basis)
     if "perplexity" in metrics:
         interval = f"95%: {metrics['perplexity_low']:.2f}–{metrics['perplexity_high']:.2f}"
         table.add_row("perplexity", f"{metrics['perplexity']:.2f}", interval, tokens)

@@ -209,6 +209,8 @@ def test_focus_runs_evaluate_compare_and_refuse_probes_in_one_line(tmp_path):
     evaluated = runner.invoke(app, ["eval", str(tmp_path / "soft"), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert "accuracy_hard" in json.loads(evaluated.stdout)["metrics"]
+    table = runner.invoke(app, ["eval", str(tmp_path / "soft")])
+    assert table.exit_code == 0 and "ftpt" in table.stdout and "foreground mass" in table.stdout, table.output
     compared = runner.invoke(
         app, ["compare", str(tmp_path / "soft"), str(tmp_path / "lvml"), "-o", str(tmp_path / "c")]
     )

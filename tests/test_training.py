@@ -203,7 +203,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(uninterrupted, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import diffformer.training.trainer as loop
+    import diffformer.training.objective as loop
 
     calls = {"n": 0}
     real_loss = loop.scored_loss

@@ -13,7 +13,7 @@ import math
 import torch
 
 from diffformer.devices import autocast_for
-from diffformer.focus.objectives import FocusSettings, fixed_focus, focus_loss
+from diffformer.focus.objectives import FocusSettings, example_losses, fixed_focus, focus_loss
 
 # The read-out each objective trains: its "accuracy".
 OWN_READOUT = {"soft": "accuracy_soft", "hard": "accuracy_hard", "lvml": "accuracy_mixture"}
@@ -76,8 +76,7 @@ class FocusObjective:
                     outputs = model(batch.inputs)
                     alpha = self.alpha(model, batch)
                     measured = readouts(model, outputs, batch, alpha)
-                    loss = focus_loss(objective, model, outputs, batch.targets[:, 0], alpha)
-                measured["loss"] = loss.float().expand(len(batch.inputs))  # a batch mean, weighted by its examples
+                    measured["loss"] = example_losses(objective, model, outputs, batch.targets[:, 0], alpha)
                 for name, values in measured.items():
                     collected.setdefault(name, []).append(values.cpu())
         finally:

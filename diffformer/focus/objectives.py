@@ -66,14 +66,20 @@ def fixed_focus(foreground: torch.Tensor, segments: int, weight: float) -> torch
 
 def focus_loss(objective: str, model, outputs: FocusOutputs, labels: torch.Tensor, alpha=None) -> torch.Tensor:
     """The objective's mean loss over the batch; `alpha` replaces the focus model's weights (fixed focus)."""
+    return example_losses(objective, model, outputs, labels, alpha).mean()
+
+
+def example_losses(objective: str, model, outputs: FocusOutputs, labels: torch.Tensor, alpha=None) -> torch.Tensor:
+    """The objective's loss of every example, (B,)."""
     weights = outputs.weights if alpha is None else alpha
     if objective == "soft":
-        return F.cross_entropy(model.classify((weights[..., None] * outputs.features).sum(1)).float(), labels)
+        logits = model.classify((weights[..., None] * outputs.features).sum(1)).float()
+        return F.cross_entropy(logits, labels, reduction="none")
     distribution = model.focus_distribution(weights) if alpha is None else alpha
     log_p = outputs.segment_logits.float().log_softmax(-1)
     log_p_label = log_p.gather(-1, labels[:, None, None].expand(-1, log_p.shape[1], 1)).squeeze(-1)  # (B, m)
     if objective == "hard":
-        return -(distribution * log_p_label).sum(-1).mean()
+        return -(distribution * log_p_label).sum(-1)
     if objective == "lvml":
-        return -torch.log((distribution * log_p_label.exp()).sum(-1).clamp_min(1e-30)).mean()
+        return -torch.log((distribution * log_p_label.exp()).sum(-1).clamp_min(1e-30))
     raise ValueError(f"unknown focus objective {objective!r}")
