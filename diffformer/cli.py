@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from diffformer import __version__
+from diffformer.cli_inspection import attention, sample
 from diffformer.console import OneLineErrors, print_json, stderr, stdout, user_errors
 from diffformer.errors import RecipeError
 from diffformer.reporting import (
@@ -254,6 +255,10 @@ def schema(
         return
     with user_errors():
         output.write_text(text + "\n")
+
+
+app.command()(sample)
+app.command()(attention)
 
 
 if __name__ == "__main__":

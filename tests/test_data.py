@@ -285,6 +285,7 @@ def test_a_streamed_hub_dataset_reads_only_its_first_max_documents(tmp_path, mon
         return datasets.IterableDataset.from_generator(documents)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets, "get_dataset_split_names", lambda name, config=None: ["train"])
     config = TextTask(
         task="text",
         dataset="someone/corpus",

@@ -503,7 +503,7 @@ def test_an_output_folder_that_is_a_file_is_one_line(command, run, trained, tmp_
 
 DATA_CASES = [
     ("missing file", lambda d: None, {"path": "absent.txt"}, "absent.txt does not exist"),
-    ("a folder", lambda d: (d / "folder.txt").mkdir(), {"path": "folder.txt"}, "is a folder; expected a file"),
+    ("an empty folder", lambda d: (d / "folder.txt").mkdir(), {"path": "folder.txt"}, "holds no .txt, .jsonl"),
     ("an empty file", lambda d: (d / "empty.txt").write_text(""), {"path": "empty.txt"}, "empty.txt is empty"),
     ("only whitespace", lambda d: (d / "blank.txt").write_text("\n  \n\n"), {"path": "blank.txt"}, "contains no text"),
     (

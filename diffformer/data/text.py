@@ -1,8 +1,10 @@
 """Natural text: load with `datasets`, tokenize with `tokenizers`, cache the tokens (token_cache.py).
 
-The corpus is split by documents: the last `val_fraction` of them is held out (a
-single-document corpus is cut by characters). The BPE tokenizer is trained on the
-training documents only.
+A `.txt` file is one stream, newlines included (`documents: paragraph` or `line` cut it into
+documents instead); `path` may also be a folder or a glob of files. Validation is the hub
+dataset's own validation split when it has one (`val_split`), else the last `val_fraction` of
+the documents (a single-document corpus is cut by characters). The BPE tokenizer is trained on
+the training documents only.
 """
 
 import hashlib
@@ -15,6 +17,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from diffformer.data.batch import Batch, example_rng
+from diffformer.data.text_sources import load_documents, local_files, progress_bar
 from diffformer.data.token_cache import (
     ENCODE_BATCH_DOCUMENTS,
     TOKEN_FILE_VERSION,
@@ -24,17 +27,23 @@ from diffformer.data.token_cache import (
     write_token_file,
 )
 from diffformer.data.tokenizers import END_OF_TEXT, BpeTokenizer, TokenizerConfig, build_tokenizer
-from diffformer.errors import DataError, first_line
+from diffformer.errors import DataError
 from diffformer.sections import MAX_TOKENS, Section
-
-LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 class TextTask(Section):
     """Language modelling on text from exactly one of: a local `path`, a hub `dataset`, or a `builtin` corpus."""
 
     task: Literal["text"]
-    path: Path | None = Field(None, description="Local .txt (one document per line), .jsonl, .json, .parquet or .csv.")
+    path: Path | None = Field(
+        None,
+        description="Local .txt, .jsonl, .json, .parquet or .csv file, a folder of them, or a glob (data/*.txt).",
+    )
+    documents: Literal["file", "paragraph", "line"] = Field(
+        "file",
+        description=".txt files: file = each file is one document, newlines kept; paragraph = split at blank "
+        "lines; line = one document per line (line breaks dropped).",
+    )
     dataset: str | None = Field(None, description="A Hugging Face hub dataset name (needs the network once).")
     builtin: Literal["pydoc_topics"] | None = Field(
         None, description="pydoc_topics: Python's own documentation topics, always offline."
@@ -44,6 +53,17 @@ class TextTask(Section):
         False, description="Read the hub dataset as a stream, keeping its first max_documents (no full download)."
     )
     max_documents: int | None = Field(None, gt=1, le=10**9, description="Use only the first N documents.")
+    max_tokens: int | None = Field(
+        None,
+        gt=0,
+        le=10**12,
+        description="Stop reading once about this many tokens of text are read (counted as 4 UTF-8 bytes each).",
+    )
+    val_split: str = Field(
+        "auto",
+        description="auto: a hub dataset's 'validation' split when it has one, else the last val_fraction of the "
+        "documents; tail: always the latter; or the name of a split to validate on.",
+    )
     text_column: str = "text"
     split: str = "train"
     tokenizer: TokenizerConfig = Field(default_factory=lambda: BpeTokenizer(kind="bpe"))
@@ -55,8 +75,10 @@ class TextTask(Section):
         given = [name for name in ("path", "dataset", "builtin") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"text data needs exactly one of path, dataset or builtin (got {given or 'none'})")
-        if self.streaming and (self.dataset is None or self.max_documents is None):
-            raise ValueError("streaming reads a hub dataset: it needs data.dataset and data.max_documents")
+        if self.streaming and (self.dataset is None or (self.max_documents is None and self.max_tokens is None)):
+            raise ValueError(
+                "streaming reads a hub dataset: it needs data.dataset and a budget, data.max_documents or max_tokens"
+            )
         if self.config is not None and self.dataset is None:
             raise ValueError("data.config names a configuration of a hub dataset: it needs data.dataset")
         return self
@@ -103,100 +125,21 @@ class TextData:
 
 
 def prepare_text(config: TextTask, cache_dir: Path) -> TextData:
-    documents = _load_documents(config)
-    train_docs, val_docs = _split_documents(documents, config.val_fraction)
-    source_key = _source_fingerprint(config, documents)
+    documents, validation = load_documents(config)
+    if validation is None:
+        train_docs, val_docs = _split_documents(documents, config.val_fraction)
+    else:
+        train_docs, val_docs = documents, validation
+    source_key = _source_fingerprint(config, documents, validation)
     tokenizer = build_tokenizer(config.tokenizer, cache_dir, source_key, _texts(train_docs), len(train_docs))
     tokenizer_hash = hashlib.sha256(tokenizer.to_str().encode()).digest()
     token_file = cache_dir / "tokens" / f"{source_key[:24]}-{tokenizer_hash.hex()[:16]}.bin"
     header = read_valid_header(token_file, tokenizer_hash)
     if header is None:
         separator = tokenizer.token_to_id(END_OF_TEXT)
-        header = write_token_file(token_file, tokenizer, tokenizer_hash, (train_docs, val_docs), separator)
+        with progress_bar("tokenizing", len(train_docs) + len(val_docs)) as advance:
+            header = write_token_file(token_file, tokenizer, tokenizer_hash, (train_docs, val_docs), separator, advance)
     return TextData(open_tokens(token_file, header), header, config.seq_len, tokenizer)
-
-
-def _load_documents(config: TextTask):
-    import datasets
-
-    datasets.disable_progress_bars()
-    if config.builtin == "pydoc_topics":
-        from pydoc_data.topics import topics
-
-        # Each topic split into paragraphs: many short documents for a clean document-level split.
-        paragraphs = [p.strip() for name in sorted(topics) for p in topics[name].split("\n\n") if p.strip()]
-        return datasets.Dataset.from_dict({"text": paragraphs})
-    if config.path is not None:
-        path = config.path
-        loader = _check_data_file(path)
-        try:
-            loaded = datasets.load_dataset(loader, data_files=str(path), split="train")
-        except Exception as error:  # datasets raises many types for unreadable files
-            raise DataError(f"data file {path} could not be read as {loader}: {_root_cause(error)}") from None
-        source = f"data file {path}"
-    else:
-        try:
-            loaded = _load_hub_dataset(config)
-        except Exception as error:
-            raise DataError(
-                f"dataset '{config.dataset}' (split '{config.split}') is not available: "
-                f"{first_line(error)} (offline machines need a local data.path)"
-            ) from None
-        source = f"dataset '{config.dataset}'"
-    if config.text_column not in loaded.column_names:
-        raise DataError(
-            f"{source} has no column '{config.text_column}' (columns: {', '.join(loaded.column_names)}); "
-            "set data.text_column"
-        )
-    loaded = loaded.select_columns([config.text_column])
-    if config.text_column != "text":
-        loaded = loaded.rename_column(config.text_column, "text")
-    loaded = loaded.filter(lambda row: bool(row["text"] and str(row["text"]).strip()))
-    if config.max_documents is not None and len(loaded) > config.max_documents:
-        loaded = loaded.select(range(config.max_documents))
-    if len(loaded) == 0:
-        raise DataError(f"{source} contains no text")
-    return loaded
-
-
-def _load_hub_dataset(config: TextTask):
-    """The hub dataset, whole, or streamed with only its first max_documents kept (then cached as tokens)."""
-    import datasets
-
-    if not config.streaming:
-        return datasets.load_dataset(config.dataset, config.config, split=config.split)
-    stream = datasets.load_dataset(config.dataset, config.config, split=config.split, streaming=True)
-    rows = [row[config.text_column] for row in stream.select_columns([config.text_column]).take(config.max_documents)]
-    return datasets.Dataset.from_dict({config.text_column: rows})
-
-
-def _check_data_file(path: Path) -> str:
-    """The `datasets` loader for a local data file, after the checks whose failures datasets words poorly."""
-    if path.is_dir():
-        raise DataError(f"data file {path} is a folder; expected a file ({', '.join(LOADERS)})")
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    loader = LOADERS.get(path.suffix.lower())
-    if loader is None:
-        raise DataError(f"data file {path} has an unsupported type; expected one of {', '.join(LOADERS)}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty")
-    if loader in ("text", "json", "csv"):
-        with open(path, "rb") as file:
-            head = file.read(1 << 20)
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as error:
-            if error.start < len(head) - 4:  # not merely a character cut at the 1 MiB boundary
-                raise DataError(f"data file {path} is not UTF-8 text (byte {error.start} is not valid UTF-8)") from None
-    return loader
-
-
-def _root_cause(error: BaseException) -> str:
-    """The innermost cause's first line: datasets wraps the real problem in a generic one."""
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
-    return first_line(error)
 
 
 def _split_documents(documents, val_fraction: float):
@@ -217,19 +160,23 @@ def _texts(documents) -> Iterator[str]:
         yield from documents[start : start + ENCODE_BATCH_DOCUMENTS]["text"]
 
 
-def _source_fingerprint(config: TextTask, documents) -> str:
+def _source_fingerprint(config: TextTask, documents, validation=None) -> str:
     digest = hashlib.sha256(f"v{TOKEN_FILE_VERSION}|{config.val_fraction}|".encode())
     if config.path is not None:
-        with open(config.path, "rb") as source:
-            for chunk in iter(lambda: source.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(config.text_column.encode())
+        for path in local_files(config.path):
+            digest.update(f"|{path.name}|".encode())
+            with open(path, "rb") as source:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(chunk)
+        digest.update(f"{config.text_column}|documents={config.documents}".encode())
     elif config.builtin is not None:
         digest.update(f"builtin|{config.builtin}|{sys.version}".encode())
     else:
         # A stream's documents have no stable fingerprint of their own: name what was read.
         read = f"stream|{config.max_documents}" if config.streaming else documents._fingerprint
         digest.update(f"hub|{config.dataset}|{config.config}|{config.split}|{config.text_column}|{read}".encode())
-    if config.max_documents is not None:
-        digest.update(f"|max_documents={config.max_documents}".encode())
+        digest.update(f"|validation={None if validation is None else config.val_split}".encode())
+    for name in ("max_documents", "max_tokens"):
+        if getattr(config, name) is not None:
+            digest.update(f"|{name}={getattr(config, name)}".encode())
     return digest.hexdigest()

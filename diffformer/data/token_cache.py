@@ -80,11 +80,14 @@ def _body_checksum(path: Path) -> bytes:
     return digest.digest()
 
 
-def write_token_file(path: Path, tokenizer, tokenizer_hash: bytes, splits, separator: int | None) -> TokenFileHeader:
+def write_token_file(
+    path: Path, tokenizer, tokenizer_hash: bytes, splits, separator: int | None, on_documents=None
+) -> TokenFileHeader:
     """Stream the training then the validation documents through the tokenizer into `path` (atomically).
 
     splits: (train documents, validation documents), each a datasets.Dataset with a "text"
     column; memory stays at one batch of documents. `separator` ends every document.
+    on_documents(n) hears how many documents each batch finished (for a progress bar).
     """
     width = 2 if tokenizer.get_vocab_size() <= 1 << 16 else 4
     dtype = np.uint16 if width == 2 else np.uint32
@@ -106,6 +109,8 @@ def write_token_file(path: Path, tokenizer, tokenizer_hash: bytes, splits, separ
                     out.write(body)
                     checksum.update(body)
                     count += len(ids)
+                if on_documents is not None:
+                    on_documents(len(texts))
         out.seek(0)
         train_bytes, val_bytes = split_bytes
         out.write(

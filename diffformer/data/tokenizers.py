@@ -1,5 +1,6 @@
 """Tokenizers a text recipe can name: the 256 bytes, BPE trained on the training split, or a tokenizer.json."""
 
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,13 @@ class BpeTokenizer(Section):
     vocab_size: int = Field(2048, ge=258, le=65536)
 
 
+class PretrainedTokenizer(Section):
+    """A tokenizer published on the Hugging Face hub by name (e.g. gpt2), fetched once into the cache."""
+
+    kind: Literal["pretrained"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", description="The hub name, e.g. gpt2.")
+
+
 class FileTokenizer(Section):
     """An existing tokenizer.json (relative to the recipe)."""
 
@@ -32,7 +40,9 @@ class FileTokenizer(Section):
     path: Path
 
 
-TokenizerConfig = Annotated[ByteTokenizer | BpeTokenizer | FileTokenizer, Field(discriminator="kind")]
+TokenizerConfig = Annotated[
+    ByteTokenizer | BpeTokenizer | PretrainedTokenizer | FileTokenizer, Field(discriminator="kind")
+]
 
 
 def build_tokenizer(spec: "TokenizerConfig", cache_dir: Path, source_key: str, train_texts, document_count: int):
@@ -49,6 +59,8 @@ def build_tokenizer(spec: "TokenizerConfig", cache_dir: Path, source_key: str, t
             return Tokenizer.from_file(str(path))
         except Exception as error:
             raise DataError(f"tokenizer file {path} is not a tokenizers JSON file: {first_line(error)}") from None
+    if spec.kind == "pretrained":
+        return _pretrained(spec.name, cache_dir)
     if spec.kind == "byte":
         alphabet = pre_tokenizers.ByteLevel.alphabet()
         tokenizer = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(alphabet))}, merges=[]))
@@ -64,10 +76,29 @@ def build_tokenizer(spec: "TokenizerConfig", cache_dir: Path, source_key: str, t
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,
         special_tokens=[END_OF_TEXT],
-        show_progress=False,
+        show_progress=sys.stderr.isatty(),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(train_texts, trainer=trainer, length=document_count)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(cached, tokenizer.to_str())
+    return tokenizer
+
+
+def _pretrained(name: str, cache_dir: Path):
+    """The hub tokenizer `name`, from the cache when it was fetched before (so later runs work offline)."""
+    from tokenizers import Tokenizer
+
+    cached = cache_dir / "tokenizers" / f"pretrained-{name.replace('/', '--')}.json"
+    if cached.is_file():
+        return Tokenizer.from_file(str(cached))
+    try:
+        tokenizer = Tokenizer.from_pretrained(name)
+    except Exception as error:
+        raise DataError(
+            f"tokenizer '{name}' could not be fetched from the Hugging Face hub ({first_line(error)}); "
+            "offline, give a local tokenizer.json: tokenizer: {kind: file, path: ...}"
+        ) from None
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cached, tokenizer.to_str())
     return tokenizer

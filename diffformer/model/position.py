@@ -34,13 +34,13 @@ class RotaryEmbedding(nn.Module):
         angles = torch.outer(positions, self.inverse_frequency)  # (T, d_head/2)
         return angles.cos(), angles.sin()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, heads, T, d_head) -> same shape, rotated by position."""
-        length = x.shape[-2]
-        if length <= self.cos_cached.shape[0]:
-            cos, sin = self.cos_cached[:length], self.sin_cached[:length]
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x: (B, heads, T, d_head) -> same shape, rotated by position offset, offset + 1, …"""
+        end = offset + x.shape[-2]
+        if end <= self.cos_cached.shape[0]:
+            cos, sin = self.cos_cached[offset:end], self.sin_cached[offset:end]
         else:
-            cos, sin = self._angles(length)
+            cos, sin = (angles[offset:] for angles in self._angles(end))
         x32 = x.float()
         if torch.compiler.is_compiling():  # inductor fuses the real form, but cannot generate complex code
             even, odd = x32[..., 0::2], x32[..., 1::2]

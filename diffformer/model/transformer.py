@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.attention.registry import ATTENTION_KINDS
 from diffformer.model.config import ModelConfig
+from diffformer.model.decoding import DecodingCache
 from diffformer.model.heads import make_heads_identical
 from diffformer.model.norm import RMSNorm
 from diffformer.model.position import RotaryEmbedding
@@ -112,21 +113,31 @@ class Transformer(nn.Module):
         for block in self.blocks:
             block.attention.recomputed = on
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        length = tokens.shape[1]
+    def forward(self, tokens: torch.Tensor, cache: DecodingCache | None = None) -> torch.Tensor:
+        """Logits of every position; with a `cache`, `tokens` continue the sequence the cache holds
+        (model/decoding.py) and the cache grows by them."""
+        past = 0 if cache is None else cache.length
+        end = past + tokens.shape[1]
         x = self.embed(tokens)
         if self.position_embedding is not None:
-            if length > self.config.max_seq_len:
+            if end > self.config.max_seq_len:
                 raise ValueError(
-                    f"sequence length {length} exceeds max_seq_len {self.config.max_seq_len}, "
+                    f"sequence length {end} exceeds max_seq_len {self.config.max_seq_len}, "
                     "the longest position a learned position embedding knows"
                 )
-            x = x + self.position_embedding(torch.arange(length, device=tokens.device))
+            x = x + self.position_embedding(torch.arange(past, end, device=tokens.device))
         x = self.dropout(x)
         recompute = self.activation_checkpointing and torch.is_grad_enabled()
-        for block in self.blocks:
-            # Non-reentrant checkpointing restores the RNG state, so dropout masks match on recomputation.
-            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+        try:
+            for index, block in enumerate(self.blocks):
+                block.attention.cache = None if cache is None else cache.layer(index)
+                # Non-reentrant checkpointing restores the RNG state, so dropout masks match on recomputation.
+                x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
+        finally:
+            for block in self.blocks:
+                block.attention.cache = None
+        if cache is not None:
+            cache.length = end
         return self.lm_head(self.final_norm(x))
 
     def attention_penalty(self) -> torch.Tensor | None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffformer.model.capture import AttentionCapture, AttentionMaps
+from diffformer.model.decoding import LayerCache
 from diffformer.model.position import RotaryEmbedding, alibi_bias
 from diffformer.sections import Section
 
@@ -62,6 +63,8 @@ class Attention(nn.Module):
         # The uniform-attention control: the kind's map is computed (its parameters exist) but not applied.
         self.uniform = model.uniform_attention
         self.output_heads = self.n_heads  # heads whose outputs are mixed (differential V1: its pairs)
+        # Set by the model during a cached (incremental) forward pass: model/decoding.py.
+        self.cache: LayerCache | None = None
         # Set by model/forcing.py only: (B, T) key each query row must attend to alone, −1 = as computed.
         self.forced_keys: torch.Tensor | None = None
         # Non-persistent: derived from the config, so checkpoints do not carry it.
@@ -77,7 +80,19 @@ class Attention(nn.Module):
         return None if self.alibi_slopes is None else alibi_bias(self.alibi_slopes, query_positions, keys)
 
     def causal_attention(self, q, k, v, scale: float | None = None) -> torch.Tensor:
-        """Causal SDPA of (B, heads, T, d) tensors, with ALiBi's bias when the model uses it."""
+        """Causal SDPA of (B, heads, T, d) tensors, with ALiBi's bias when the model uses it.
+
+        During a cached forward, q, k, v are the new positions': k and v join the cache and the new
+        queries attend to every cached key up to their own position."""
+        if self.cache is not None:
+            past = self.cache.length
+            k, v = self.cache.extend(k, v)
+            queries = torch.arange(past, past + q.shape[-2], device=q.device)
+            seen = torch.arange(k.shape[-2], device=q.device)[None, :] <= queries[:, None]
+            bias = self.position_bias(queries, k.shape[-2])
+            mask = torch.zeros_like(seen, dtype=torch.float32) if bias is None else bias
+            mask = mask.masked_fill(~seen, float("-inf")).to(q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         length = q.shape[-2]
         bias = self.position_bias(torch.arange(length, device=q.device), length)
         if bias is None:
@@ -128,7 +143,7 @@ class Attention(nn.Module):
 
         q: (B, heads, T, d_head); `inputs` are whatever else the kind's map function needs.
         """
-        if self.recorder is not None:
+        if self.recorder is not None and self.cache is None:  # maps read whole sequences, not cached steps
             positions = self.recorder.positions(q.shape[-2], q.device)
             if self.uniform:
                 maps = uniform_maps(q.shape[0], self.output_heads, positions, q.shape[-2])
@@ -158,7 +173,8 @@ class Attention(nn.Module):
         """Apply rotary position encoding to (B, heads, T, d_head) tensors, if the model uses it."""
         if self.rotary is None:
             return heads
-        return tuple(self.rotary(h) for h in heads)
+        offset = 0 if self.cache is None else self.cache.length
+        return tuple(self.rotary(h, offset) for h in heads)
 
 
 def uniform_maps(batch: int, heads: int, positions: torch.Tensor, keys: int) -> AttentionMaps:

@@ -93,12 +93,25 @@ class DoublyNormalizedAttention(Attention):
         q, k = self.rotate(q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
         mix = self.mix()
-        out = prefix_doubly_normalized_attention(
-            q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes, self.recomputed
-        )
+        if self.cache is not None:
+            out = self._cached_attention(q, k, v, mix)
+        else:
+            out = prefix_doubly_normalized_attention(
+                q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes, self.recomputed
+            )
         out = self.forced(out, v)
         self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block, self.alibi_slopes)
         return self.out_proj(merge_heads(out.to(x.dtype)))
+
+    def _cached_attention(self, q, k, v, mix) -> torch.Tensor:
+        """The new queries' rows given the cached keys, values and column log-sum-exp (docs/formulas.md §15):
+        the same block step as the full pass, starting at the cache's length."""
+        cache, past = self.cache, self.cache.length
+        keys, values = cache.extend(k, v)
+        fresh = _initial_carry(k, self.sink_logit)  # the new keys' columns: no query has seen them yet
+        carry = fresh if cache.column_lse is None else torch.cat([cache.column_lse, fresh], dim=-1)
+        out, cache.column_lse = _attend_query_block(q, keys, values, carry, mix, past, self.alibi_slopes)
+        return out
 
 
 def prefix_doubly_normalized_attention(

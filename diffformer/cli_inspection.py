@@ -1,0 +1,115 @@
+"""The commands that look inside a trained model: `sample` (what it says) and `attention` (where it looks).
+Registered on the `diffformer` app in cli.py; like it, they parse, call the library and render."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from diffformer.console import print_json, stdout, user_errors
+from diffformer.errors import RecipeError
+
+
+def sample(
+    run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint.")],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Text to continue (synthetic tasks: token ids, '3 17 5').")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option("--prompt-file", help="Read the prompt from a file ('-': standard input).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")] = 200,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Softmax temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample among the k likeliest tokens.")] = None,
+    top_p: Annotated[
+        float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Sample among the likeliest tokens up to mass p.")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Sampling seed (sample i uses seed + i).")] = 0,
+    samples: Annotated[int, typer.Option("--samples", "-s", min=1, help="How many continuations.")] = 1,
+    example: Annotated[
+        list[int], typer.Option("--example", help="Synthetic tasks: held-out example N side by side (repeatable).")
+    ] = [],
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step (slower; for checking).")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of streaming text.")] = False,
+) -> None:
+    """Generate from a trained model (text streams as it comes); for synthetic tasks, show held-out examples
+    as input / prediction / target."""
+    from diffformer.generation import SamplingSettings
+    from diffformer.sampling import load_for_sampling, sample_text, synthetic_examples
+
+    with user_errors(as_json):
+        if prompt is not None and prompt_file is not None:
+            raise RecipeError("give --prompt or --prompt-file, not both")
+        if prompt_file is not None:
+            prompt = sys.stdin.read() if str(prompt_file) == "-" else prompt_file.read_text(encoding="utf-8")
+        loaded, tokenizer = load_for_sampling(run, device)
+        if tokenizer is None and prompt is None:
+            rows = synthetic_examples(loaded, example or [0])
+            if as_json:
+                print_json({"examples": rows})
+            else:
+                _render_examples(rows, example or [0])
+            return
+        settings = SamplingSettings(temperature, top_k, top_p, seed, use_cache=not no_cache)
+
+        def stream(index: int, text: str) -> None:
+            if not as_json:
+                if text and index != stream.last:
+                    if samples > 1:
+                        stdout.print(f"{chr(10) if index else ''}[dim]── sample {index + 1} ──[/dim]")
+                    sys.stdout.write(prompt or "")
+                    stream.last = index
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
+        stream.last = -1
+        results = sample_text(loaded, tokenizer, prompt or "", max_new_tokens, settings, samples, stream)
+    if as_json:
+        print_json({"samples": results})
+    else:
+        sys.stdout.write("\n")
+
+
+def _render_examples(examples, indices: list[int]) -> None:
+    for index, rows in zip(indices, examples):
+        table = Table(title=f"held-out example {index}: input · greedy prediction · target")
+        for column in ("position", "input", "prediction", "target", ""):
+            table.add_column(column, justify="right")
+        for row in rows:
+            scored = row.target is not None
+            mark = ("[green]✓[/green]" if row.prediction == row.target else "[red]✗[/red]") if scored else ""
+            target = str(row.target) if scored else "·"
+            table.add_row(str(row.position), str(row.input), str(row.prediction) if scored else "", target, mark)
+        right = sum(r.prediction == r.target for r in rows if r.target is not None)
+        scored = sum(r.target is not None for r in rows)
+        table.caption = f"{right}/{scored} scored positions right"
+        stdout.print(table)
+
+
+def attention(
+    run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint.")],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Text to look at (synthetic tasks: token ids).")
+    ] = None,
+    example: Annotated[
+        int | None, typer.Option("--example", min=0, help="Held-out example N of the run's data.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for the pictures (default RUN/attention).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
+) -> None:
+    """Every head's attention map for one prompt or example: a PNG grid per layer (differential: A1, A2 and
+    A1 − λ·A2; doubly normalized: the map and its key coverage) and an interactive HTML page."""
+    from diffformer.probes.head_maps import attention_pictures
+
+    with user_errors(as_json):
+        files = attention_pictures(run, prompt, example, output, device)
+    if as_json:
+        print_json({"files": [str(f) for f in files]})
+    else:
+        stdout.print("wrote " + ", ".join(str(f) for f in files))

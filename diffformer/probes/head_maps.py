@@ -1,0 +1,232 @@
+"""`diffformer attention`: every head's full attention map for one prompt, as PNG grids and one HTML page.
+
+Per layer, a PNG grid: a panel per head (differential: per pair, A1, A2 and A1 − λ·A2, with λ; doubly
+normalized: the map, and under it each key's coverage r̃_j = Σ_i A_ij / H_j, docs/formulas.md §6).
+The HTML page holds every layer, head and map with its tokens, draws them on a canvas, and shows the
+query token, key token and weight under the pointer; it needs no server and no network.
+"""
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from diffformer.atomic import atomic_write  # noqa: E402
+from diffformer.model.capture import capture_attention  # noqa: E402
+from diffformer.probes.attention_stats import causal_uniform_baseline  # noqa: E402
+
+
+@dataclass
+class HeadMaps:
+    """One layer's maps: name -> (heads, T, T), e.g. {"A": ...} or {"A1", "A2", "A1 − λ·A2"}; λ per head or None."""
+
+    layer: int
+    maps: dict[str, torch.Tensor]
+    lam: list[float] | None = None
+    coverage: torch.Tensor | None = None  # doubly normalized: (heads, T) r̃_j
+
+
+def capture_head_maps(model, tokens: torch.Tensor) -> list[HeadMaps]:
+    """Every layer's full maps for one sequence (1, T)."""
+    with torch.no_grad(), capture_attention(model) as capture:
+        model(tokens)
+    kind = model.config.attention.kind
+    layers = []
+    for layer, maps in sorted(capture.maps.items()):
+        weights = maps.weights[0]
+        if maps.differential is not None:
+            parts = maps.differential
+            lam = parts.lam.reshape(-1) if parts.lam.dim() == 0 else parts.lam[0].mean(-1)  # V2: mean over tokens
+            named = {"A1": parts.a1[0], "A2": parts.a2[0], "A1 − λ·A2": weights}
+            layers.append(HeadMaps(layer, named, [float(x) for x in lam.expand(weights.shape[0])]))
+        else:
+            coverage = None
+            if kind == "doubly_normalized":
+                coverage = weights.abs().sum(-2) / causal_uniform_baseline(weights.shape[-1]).float()
+            layers.append(HeadMaps(layer, {"A": weights}, coverage=coverage))
+    return layers
+
+
+def draw_layer(layer: HeadMaps, labels: list[str], title: str, path: Path) -> Path:
+    """One PNG: rows = the layer's maps (A, or A1 / A2 / A1 − λ·A2), columns = heads; coverage under DN maps."""
+    names = list(layer.maps)
+    heads = layer.maps[names[0]].shape[0]
+    rows = len(names) + (1 if layer.coverage is not None else 0)
+    size = 2.6 if len(labels) <= 32 else 3.4
+    figure, axes = plt.subplots(rows, heads, figsize=(size * heads, size * rows), squeeze=False)
+    for row, name in enumerate(names):
+        signed = name.startswith("A1 −")
+        for head in range(heads):
+            values = layer.maps[name][head].float().numpy()
+            limit = max(abs(values).max(), 1e-9)
+            axis = axes[row][head]
+            axis.imshow(values, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else 0, vmax=limit)
+            lam = f", λ={layer.lam[head]:.3f}" if layer.lam is not None and signed else ""
+            axis.set_title(f"head {head} · {name}{lam}", fontsize=7)
+            _tick(axis, labels)
+    if layer.coverage is not None:
+        for head in range(heads):
+            axis = axes[-1][head]
+            axis.bar(range(len(labels)), layer.coverage[head].numpy(), width=0.8)
+            axis.axhline(1.0, color="k", linewidth=0.6, linestyle="--")
+            axis.set_title(f"head {head} · key coverage r̃", fontsize=7)
+            axis.set_xlim(-0.5, len(labels) - 0.5)
+    figure.suptitle(f"{title} · layer {layer.layer}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _tick(axis, labels: list[str]) -> None:
+    if len(labels) <= 32:
+        visible = [label.replace(" ", "␣").replace("\n", "⏎") for label in labels]  # spaces and line breaks show
+        axis.set_xticks(range(len(labels)), visible, fontsize=5, rotation=90)
+        axis.set_yticks(range(len(labels)), visible, fontsize=5)
+    else:
+        axis.set_xticks([])
+        axis.set_yticks([])
+
+
+def page_data(layers: list[HeadMaps], labels: list[str], title: str) -> dict:
+    """What the HTML page embeds: tokens and, per layer and map, every head's rows (4 decimals)."""
+    return {
+        "title": title,
+        "tokens": labels,
+        "layers": [
+            {
+                "layer": layer.layer,
+                "lambda": layer.lam,
+                "maps": {name: torch.round(m.float(), decimals=4).tolist() for name, m in layer.maps.items()},
+                "coverage": None if layer.coverage is None else torch.round(layer.coverage, decimals=4).tolist(),
+            }
+            for layer in layers
+        ],
+    }
+
+
+def write_page(layers: list[HeadMaps], labels: list[str], title: str, path: Path) -> Path:
+    data = json.dumps(page_data(layers, labels, title)).replace("</", "<\\/")  # no early end of the script
+    atomic_write(path, PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data))
+    return path
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
+<style>
+body { font: 13px system-ui, sans-serif; margin: 16px; }
+#controls label { margin-right: 12px; }
+#map { border: 1px solid #ccc; image-rendering: pixelated; cursor: crosshair; }
+#tip { position: fixed; pointer-events: none; background: #222; color: #fff; padding: 3px 6px;
+       border-radius: 3px; font: 12px monospace; display: none; white-space: pre; }
+</style></head>
+<body>
+<h3 id="title"></h3>
+<div id="controls">
+  <label>layer <select id="layer"></select></label>
+  <label>map <select id="name"></select></label>
+  <label>head <select id="head"></select></label>
+  <span id="note"></span>
+</div>
+<canvas id="map" width="560" height="560"></canvas>
+<div id="tip"></div>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+"use strict";
+const data = JSON.parse(document.getElementById("data").textContent);
+const $ = (id) => document.getElementById(id);
+const canvas = $("map"), context = canvas.getContext("2d"), tip = $("tip");
+$("title").textContent = data.title;
+function fill(select, values) {
+  select.innerHTML = "";
+  for (const [value, text] of values) {
+    const option = document.createElement("option");
+    option.value = value; option.textContent = text; select.appendChild(option);
+  }
+}
+function current() {
+  const layer = data.layers[Number($("layer").value)];
+  return { layer, rows: layer.maps[$("name").value][Number($("head").value)] };
+}
+function colour(w, signed, limit) {
+  const t = Math.min(1, Math.abs(w) / limit);
+  const fade = 255 - 200 * t;
+  if (signed) return w >= 0 ? `rgb(255,${fade},${fade})` : `rgb(${fade},${fade},255)`;
+  return `rgb(${255 - 230 * t},${255 - 180 * t},${255 - 60 * t})`;
+}
+function draw() {
+  const { layer, rows } = current();
+  const n = rows.length, cell = canvas.width / n;
+  const signed = $("name").value.startsWith("A1 \u2212");
+  let limit = 1e-9;
+  for (const row of rows) for (const w of row) limit = Math.max(limit, Math.abs(w));
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  rows.forEach((row, i) => row.forEach((w, j) => {
+    context.fillStyle = colour(w, signed, limit);
+    context.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+  }));
+  const head = Number($("head").value);
+  $("note").textContent = layer.lambda ? `\u03bb = ${layer.lambda[head].toFixed(3)}` : "";
+}
+function choose() {
+  const layer = data.layers[Number($("layer").value)];
+  const names = Object.keys(layer.maps);
+  if (!names.includes($("name").value)) fill($("name"), names.map((n) => [n, n]));
+  const heads = layer.maps[$("name").value].length;
+  if ($("head").options.length !== heads) fill($("head"), [...Array(heads).keys()].map((h) => [h, h]));
+  draw();
+}
+fill($("layer"), data.layers.map((l, i) => [i, l.layer]));
+for (const id of ["layer", "name", "head"]) $(id).addEventListener("change", choose);
+canvas.addEventListener("mousemove", (event) => {
+  const { rows } = current();
+  const box = canvas.getBoundingClientRect(), n = rows.length;
+  const j = Math.floor((event.clientX - box.left) / box.width * n);
+  const i = Math.floor((event.clientY - box.top) / box.height * n);
+  if (i < 0 || j < 0 || i >= n || j >= n) { tip.style.display = "none"; return; }
+  const query = `query ${i} ${JSON.stringify(data.tokens[i])}`, key = `key   ${j} ${JSON.stringify(data.tokens[j])}`;
+  tip.textContent = `${query}\\n${key}\\nweight ${rows[i][j].toFixed(4)}`;
+  tip.style.left = `${event.clientX + 12}px`; tip.style.top = `${event.clientY + 12}px`; tip.style.display = "block";
+});
+canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+choose();
+</script>
+</body></html>
+"""
+
+
+def attention_pictures(
+    path: Path | str, prompt: str | None, example: int | None, output: Path | None, device: str = "auto"
+) -> list[Path]:
+    """Capture one prompt's maps (text or token ids) or held-out example's, and write layer_<l>.png per layer
+    and attention.html into `output` (default RUN/attention)."""
+    from diffformer.data import prepare_data
+    from diffformer.errors import RecipeError
+    from diffformer.sampling import load_for_sampling, prompt_ids
+
+    if (prompt is None) == (example is None):
+        raise RecipeError("give exactly one of --prompt TEXT and --example N")
+    loaded, tokenizer = load_for_sampling(path, device)
+    model = loaded.model.eval()
+    model_device = next(model.parameters()).device
+    if prompt is not None:
+        ids = prompt_ids(prompt, tokenizer, model.config.vocab_size)
+        source = f"prompt {prompt[:40]!r}"
+    else:
+        data = prepare_data(loaded.data_config())
+        ids = data.batch(loaded.recipe.get("seed", 0), "val", example, 1).inputs[0].tolist()
+        source = f"held-out example {example}"
+    loaded.check_length(len(ids))
+    labels = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in ids]
+    layers = capture_head_maps(model, torch.tensor([ids], device=model_device))
+    folder = output or loaded.folder.path / "attention"
+    folder.mkdir(parents=True, exist_ok=True)
+    title = f"{loaded.folder.path.name} · step {loaded.step} · {model.config.attention.kind} · {source}"
+    files = [draw_layer(layer, labels, title, folder / f"layer_{layer.layer}.png") for layer in layers]
+    return [*files, write_page(layers, labels, title, folder / "attention.html")]
