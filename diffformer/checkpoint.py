@@ -63,6 +63,13 @@ class LoadedModel:
             data["tokenizer"] = {"kind": "file", "path": str(self.folder.tokenizer_file)}
         return data_with_overrides(data, overrides, str(self.path))
 
+    @property
+    def precision(self) -> str:
+        """The precision the run trained in (its stored recipe holds the resolved choice), for eval and probes
+        to compute as training did; fp32 for checkpoints that do not say."""
+        recorded = (self.recipe.get("train") or {}).get("precision")
+        return recorded if recorded in ("fp32", "bf16") else "fp32"
+
     def check_length(self, length: int) -> None:
         """Learned positions stop at max_seq_len; rotary and no positions extrapolate (perhaps badly)."""
         config = self.model.config

@@ -22,7 +22,8 @@ app = typer.Typer(
     cls=OneLineErrors,
     help="Train, evaluate, probe and compare small decoder-only transformers with pluggable attention.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -192,7 +193,10 @@ def compare(
         bool, typer.Option("--probe", help="(Re)run the default probes on identical prompts for every input first.")
     ] = False,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Folder for the curves PNG and comparison.json.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Folder for the report and figures (default: a new comparisons/<date-time>)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -201,13 +205,13 @@ def compare(
     Differences within the measurement's uncertainty (or the seed spread of runs that
     differ only in seed) are marked "within noise"; metrics on different data are not compared.
     """
-    from diffformer.comparison import DEFAULT_OUTPUT, compare_runs
+    from diffformer.comparison import compare_runs, fresh_output_dir
 
     with user_errors(as_json):
         comparison, files = compare_runs(
             runs,
             probe,
-            output or DEFAULT_OUTPUT,
+            output or fresh_output_dir(),
             on_probe=lambda run: stderr.print(f"Probing {run}…"),
             commands=[" ".join(["diffformer", *sys.argv[1:]])],
         )

@@ -55,6 +55,7 @@ def evaluate_checkpoint(
         batches or eval_settings.get("batches", 8),
         batch_size or eval_settings.get("batch_size") or recipe["train"]["batch_size"],
         device,
+        loaded.precision,
         split=split,
     )
     return EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)

@@ -18,6 +18,18 @@ def scored_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion: (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
+    Unlike p̂ ± z·s.e., it is not empty at 0 or n successes (0/256 → [0, 0.015])."""
+    if trials == 0:
+        return math.nan, math.nan
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _ratio_standard_error(sums: torch.Tensor, counts: torch.Tensor) -> float:
     """Standard error of Σsums/Σcounts when examples (not tokens) are the independent units."""
     n = len(sums)
@@ -72,6 +84,8 @@ def evaluate(
         exact = float((correct == scored).double().mean())
         metrics["exact_match"] = exact
         metrics["exact_match_se"] = math.sqrt(exact * (1 - exact) / examples) if examples > 1 else math.nan
+        # The standard error is 0 at 0/n and n/n; the Wilson interval stays honest there.
+        metrics["exact_match_low"], metrics["exact_match_high"] = wilson_interval(round(exact * examples), examples)
     else:
         metrics["perplexity"] = math.exp(min(loss, 50.0))
         metrics["perplexity_low"] = math.exp(min(loss - 1.96 * loss_se, 50.0))

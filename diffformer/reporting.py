@@ -177,7 +177,10 @@ def render_eval_report(report, console: Console) -> None:
         *(n for n in measured if n not in per_token + ("exact_match",)),
     ]:
         basis = tokens if name in per_token else examples
-        table.add_row(name.replace("_", " "), f"{metrics[name]:.4f}", f"{metrics[name + '_se']:.4f}", basis)
+        spread = f"{metrics[name + '_se']:.4f}"
+        if f"{name}_low" in metrics:  # a proportion: its Wilson interval, honest at 0 and 1
+            spread = f"95%: {metrics[name + '_low']:.4f}–{metrics[name + '_high']:.4f}"
+        table.add_row(name.replace("_", " "), f"{metrics[name]:.4f}", spread, basis)
     if "perplexity" in metrics:
         interval = f"95%: {metrics['perplexity_low']:.2f}–{metrics['perplexity_high']:.2f}"
         table.add_row("perplexity", f"{metrics['perplexity']:.2f}", interval, tokens)

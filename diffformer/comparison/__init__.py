@@ -4,7 +4,7 @@ and the files a comparison writes (outputs.py)."""
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from diffformer.comparison.outputs import DEFAULT_OUTPUT, curves_plot, write_comparison
+from diffformer.comparison.outputs import DEFAULT_OUTPUT, curves_plot, fresh_output_dir, write_comparison
 from diffformer.comparison.records import RunRecord, load_run, load_runs
 from diffformer.comparison.table import Comparison, Row, compare_records, comparison_as_dict
 
@@ -17,6 +17,7 @@ __all__ = [
     "compare_runs",
     "comparison_as_dict",
     "curves_plot",
+    "fresh_output_dir",
     "load_run",
     "load_runs",
     "write_comparison",

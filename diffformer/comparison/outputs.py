@@ -3,6 +3,7 @@ retrieval figures when the runs were probed, dynamics.png when they tracked atte
 tying them together."""
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,14 +19,27 @@ MILESTONE_MEASUREMENTS = set(MILESTONES)  # those read from a record's "model" p
 DEFAULT_OUTPUT = Path("comparisons")
 
 
+def fresh_output_dir(parent: Path = DEFAULT_OUTPUT) -> Path:
+    """A folder no earlier comparison wrote: parent/<YYYYmmdd-HHMMSS>, with -2, -3 … when that exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, number = parent / stamp, 1
+    while candidate.exists():
+        number += 1
+        candidate = parent / f"{stamp}-{number}"
+    return candidate
+
+
 def write_comparison(
     comparison: Comparison, records: list[RunRecord], output_dir: Path, commands: Sequence[str] = ()
 ) -> list[Path]:
     """Write every output of a comparison; returns the files written."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    labels = comparison.columns if len(comparison.columns) == len(records) else [str(r.path) for r in records]
+    by_path = {str(record.path): record for record in records}
+    columns = [
+        (label, [by_path[run] for run in runs]) for label, runs in zip(comparison.columns, comparison.runs_per_column)
+    ]
     curves, table, report = output_dir / "curves.png", output_dir / "comparison.json", output_dir / "report.md"
-    curves_plot(records, labels, curves)
+    curves_plot(columns, curves)
     figures = [
         curves,
         *_retrieval_figures(comparison, records, output_dir),
@@ -73,27 +87,40 @@ def _dynamics_figure(comparison: Comparison, records: list[RunRecord], output_di
     return files
 
 
-def curves_plot(records: list[RunRecord], labels: list[str], path: Path) -> None:
-    """Training loss and eval metrics over steps, all runs overlaid."""
+def curves_plot(columns: list[tuple[str, list[RunRecord]]], path: Path) -> None:
+    """Training loss and the headline eval metric over steps: a curve per column (the mean over its seeds,
+    their range as a band), a title, and the legend below the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (loss_axes, eval_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for record, label in zip(records, labels):
-        steps = [m["step"] for m in record.curve if "loss" in m]
-        (line,) = loss_axes.plot(steps, [m["loss"] for m in record.curve if "loss" in m], label=label, alpha=0.8)
-        evaluated = [m for m in record.curve if "eval_loss" in m]
-        metric = "eval_accuracy" if evaluated and "eval_accuracy" in evaluated[0] else "eval_loss"
-        eval_axes.plot(
-            [m["step"] for m in evaluated], [m[metric] for m in evaluated], "o-", color=line.get_color(), label=label
-        )
-        eval_axes.set_ylabel(metric.replace("_", " "))
-    loss_axes.set_xlabel("step")
-    loss_axes.set_ylabel("train loss")
-    eval_axes.set_xlabel("step")
-    loss_axes.legend(fontsize=7)
-    figure.tight_layout()
+    figure, (loss_axes, eval_axes) = plt.subplots(1, 2, figsize=(10, 3.8))
+    metric = "eval_loss"
+    for label, records in columns:
+        evaluated = [m for r in records for m in r.curve if "eval_loss" in m]
+        if evaluated and "eval_accuracy" in evaluated[0]:
+            metric = "eval_accuracy"
+    for label, records in columns:
+        line = _band(loss_axes, [r.curve for r in records], "loss", label, "-")
+        _band(eval_axes, [r.curve for r in records], metric, label, "o-", colour=line.get_color())
+    loss_axes.set(xlabel="step", ylabel="train loss", title="training loss")
+    eval_axes.set(xlabel="step", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+    handles, labels = loss_axes.get_legend_handles_labels()
+    rows = -(-len(labels) // 2)
+    figure.suptitle("Runs compared: mean over seeds, band = their range", fontsize=10)
+    figure.tight_layout(rect=(0, 0.02 + 0.055 * rows, 1, 1))
+    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _band(axes, curves: list[list[dict]], name: str, label: str, style: str, colour=None):
+    """The mean of `name` over the runs at each step they share, and their min–max as a band."""
+    steps = sorted({m["step"] for curve in curves for m in curve if name in m})
+    values = [[m[name] for curve in curves for m in curve if m.get("step") == step and name in m] for step in steps]
+    means = [sum(v) / len(v) for v in values]
+    (line,) = axes.plot(steps, means, style, label=label, color=colour, linewidth=1.3, markersize=3, alpha=0.9)
+    if len(curves) > 1:
+        axes.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.18)
+    return line

@@ -113,7 +113,7 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
             "eval",
             metric.replace("_", " "),
             lambda r, m=metric: r.eval.get(m),
-            lambda r, m=metric: r.eval.get(f"{m}_se"),
+            lambda r, m=metric: _standard_error(r.eval, m),
             comparable=same_data,
         )
     probes = [r.probe for g in columns for r in g]
@@ -162,6 +162,16 @@ def _crossed_share(record: RunRecord, key: str) -> float | None:
 
 def _final(record: RunRecord, part: str, name: str) -> float | None:
     return record.dynamics[-1].get(part, {}).get(name) if record.dynamics else None
+
+
+def _standard_error(metrics: dict, name: str) -> float | None:
+    """A metric's standard error; for a proportion with a Wilson interval, at least the interval's half-width
+    in standard-error units, so 256/256 is not '1 ± 0'."""
+    error = metrics.get(f"{name}_se")
+    low, high = metrics.get(f"{name}_low"), metrics.get(f"{name}_high")
+    if low is None or high is None:
+        return error
+    return max(error or 0.0, (high - low) / (2 * 1.96))
 
 
 def _probe_rows(columns, add) -> None:

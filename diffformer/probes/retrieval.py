@@ -50,7 +50,8 @@ def retrieval_grid(
             for di, depth in enumerate(depths):
                 right, rank_sum = 0, 0.0
                 for b in range(batches_per_cell):
-                    cell = source.cell(variant, length, depth, prompt_key(variant, length, depth, b), batch_size)
+                    size = min(batch_size, samples - b * batch_size)  # exactly `samples` prompts per cell
+                    cell = source.cell(variant, length, depth, prompt_key(variant, length, depth, b), size)
                     if cell is None:
                         break
                     batch = cell.batch.to(device)

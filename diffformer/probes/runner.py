@@ -12,7 +12,7 @@ from diffformer.checkpoint import LoadedModel, load_trained_model
 from diffformer.data import prepare_data
 from diffformer.data.mqar import MqarTask
 from diffformer.data.needle import NeedleTask
-from diffformer.devices import resolve_device
+from diffformer.devices import autocast_for, resolve_device
 from diffformer.errors import RecipeError
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants
@@ -48,6 +48,12 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     lengths = settings.lengths_for(source.trained_length, longest)
     for length in lengths:
         loaded.check_length(length)
+    with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
+        _measure(report, model, source, lengths, settings, device)
+    return _finish(report, output_dir)
+
+
+def _measure(report: ProbeReport, model, source, lengths, settings: ProbeSettings, device) -> None:
     wanted = set(settings.probes)
     if {"retrieval", "attention"} & wanted:
         grids, attention = retrieval_grid(
@@ -73,7 +79,6 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
                 report.attention.layers.setdefault(layer, LayerAttention()).key_coverage = values
         if "outliers" in wanted:
             report.outliers = outliers
-    return _finish(report, output_dir)
 
 
 def default_output_dir(path: Path | str) -> Path:
