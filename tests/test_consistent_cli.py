@@ -1,0 +1,76 @@
+"""One consistent CLI (issue 15): -h, honest proportions, fresh comparison folders, the run's own precision
+in eval, exactly N probe samples."""
+
+import json
+import os
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from diffformer.cli import app
+from diffformer.metrics import wilson_interval
+
+runner = CliRunner()
+
+
+def test_wilson_interval_is_honest_at_zero_and_one():
+    low, high = wilson_interval(0, 256)
+    assert low == 0.0 and 0.01 < high < 0.02
+    low, high = wilson_interval(256, 256)
+    assert 0.98 < low < 0.99 and high == 1.0
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["probe"], ["compare"], ["sample"], ["attention"]])
+def test_dash_h_is_help(command):
+    result = runner.invoke(app, [*command, "-h"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def _run(tmp_path, name, precision="bf16", seed=0):
+    recipe = {
+        "name": name,
+        "seed": seed,
+        "output": str(tmp_path / name),
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
+        "data": {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24},
+        "train": {"steps": 3, "batch_size": 4, "log_every": 1, "precision": precision},
+        "eval": {"every": 3, "batches": 2},
+    }
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+    assert runner.invoke(app, ["train", str(tmp_path / f"{name}.yaml")]).exit_code == 0
+    return tmp_path / name
+
+
+def test_eval_computes_in_the_runs_precision_and_agrees_with_its_summary(tmp_path):
+    run = _run(tmp_path, "bf16")
+    summary = json.loads((run / "summary.json").read_text())["eval"]
+    evaluated = json.loads(runner.invoke(app, ["eval", str(run), "--json"]).stdout)["metrics"]
+    assert evaluated["loss"] == summary["loss"] and evaluated["exact_match_high"] == summary["exact_match_high"]
+
+
+def test_compare_writes_a_fresh_folder_each_time_unless_told_where(tmp_path):
+    runs = [str(_run(tmp_path, "a", "fp32", 0)), str(_run(tmp_path, "b", "fp32", 1))]
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        first = runner.invoke(app, ["compare", *runs, "--json"])
+        second = runner.invoke(app, ["compare", *runs, "--json"])
+    finally:
+        os.chdir(here)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output
+    folders = sorted(p.name for p in (tmp_path / "comparisons").iterdir())
+    assert len(folders) == 2, "the second comparison did not overwrite the first"
+    assert all((tmp_path / "comparisons" / f / "report.md").is_file() for f in folders)
+
+
+def test_probe_samples_means_exactly_that_many_prompts(tmp_path):
+    run = _run(tmp_path, "probed", "fp32")
+    result = runner.invoke(
+        app, ["probe", str(run), "--samples", "5", "--batch-size", "4", "--lengths", "24", "--depths", "0.5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    grids = json.loads(result.stdout)["retrieval"]
+    assert all(cell == 5 for grid in grids.values() for row in grid["samples"] for cell in row)
