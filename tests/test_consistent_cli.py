@@ -74,3 +74,39 @@ def test_probe_samples_means_exactly_that_many_prompts(tmp_path):
     assert result.exit_code == 0, result.output
     grids = json.loads(result.stdout)["retrieval"]
     assert all(cell == 5 for grid in grids.values() for row in grid["samples"] for cell in row)
+
+
+def test_early_stop_ends_training_at_the_threshold_and_records_the_step(tmp_path):
+    recipe = {
+        "name": "stops",
+        "seed": 0,
+        "output": str(tmp_path / "stops"),
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
+        "data": {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24},
+        "train": {
+            "steps": 50,
+            "batch_size": 4,
+            "log_every": 1,
+            "precision": "fp32",
+            "early_stop": {"metric": "loss", "at_most": 100.0},  # met at the first evaluation
+        },
+        "eval": {"every": 4, "batches": 1},
+    }
+    (tmp_path / "stops.yaml").write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["train", str(tmp_path / "stops.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    assert outcome["steps"] == 4 and outcome["stopped_early_at"] == 4
+    summary = json.loads((tmp_path / "stops" / "summary.json").read_text())
+    assert summary["stopped_early_at"] == 4 and summary["finished"] is True
+    again = runner.invoke(app, ["train", str(tmp_path / "stops.yaml"), "--resume", "--json"])
+    assert json.loads(again.stdout)["already_finished"] is True, "an early-stopped run is finished"
+    never = dict(recipe, name="never", output=str(tmp_path / "never"))
+    never["train"] = dict(recipe["train"], steps=8, early_stop={"metric": "exact_match", "at_least": 1.01})
+    (tmp_path / "never.yaml").write_text(yaml.safe_dump(never))
+    ran = json.loads(runner.invoke(app, ["train", str(tmp_path / "never.yaml"), "--json"]).stdout)
+    assert ran["steps"] == 8 and ran["stopped_early_at"] is None
+    bad = dict(recipe, train=dict(recipe["train"], early_stop={"metric": "loss"}))
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    refused = runner.invoke(app, ["train", str(tmp_path / "bad.yaml")])
+    assert refused.exit_code != 0 and "exactly one of at_least and at_most" in refused.output

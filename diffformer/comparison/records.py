@@ -24,11 +24,14 @@ class RunRecord:
     probe: ProbeReport | None
     model_file: Path | None = None  # the checkpoint file read (tells two spellings of one run apart)
     dynamics: list[dict] = field(default_factory=list)  # RUN/dynamics.jsonl up to the checkpoint's step
+    stopped_early_at: int | None = None  # train.early_stop met at this step (steps to learn)
 
     @property
     def finished(self) -> bool:
-        """Trained to its recipe's train.steps (a summary exists only then)."""
-        return self.final_loss is not None and self.step >= self.recipe.get("train", {}).get("steps", self.step)
+        """Trained to its recipe's train.steps, or stopped early at its threshold (a summary exists only then)."""
+        if self.final_loss is None:
+            return False
+        return self.stopped_early_at is not None or self.step >= self.recipe.get("train", {}).get("steps", self.step)
 
 
 def load_run(path: Path | str) -> RunRecord:
@@ -54,6 +57,7 @@ def load_run(path: Path | str) -> RunRecord:
         curve=curve,
         probe=_probe_report(loaded.path),
         model_file=loaded.path,
+        stopped_early_at=summary.get("stopped_early_at"),
         dynamics=[record for record in folder.read_log(DYNAMICS_FILE) if record.get("step", 0) <= loaded.step],
     )
 

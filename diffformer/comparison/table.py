@@ -108,6 +108,7 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
     add("run", "tokens seen", lambda r: r.tokens_seen, exact=True)
     add("run", "wall time (s)", lambda r: r.wall_seconds)
     add("run", "final train loss", lambda r: r.final_loss, comparable=same_data)
+    add("run", "steps to learn (early stop)", lambda r: r.stopped_early_at)
     for metric in ("loss", "accuracy", "exact_match", "bits_per_byte"):
         add(
             "eval",

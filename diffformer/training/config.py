@@ -7,6 +7,26 @@ from pydantic import Field, model_validator
 from diffformer.sections import MAX_TOKENS, Section
 
 
+class EarlyStop(Section):
+    """Stop when a held-out metric (checked on the eval cadence) reaches a threshold; the step is recorded."""
+
+    metric: str = Field(description="An eval metric: exact_match, accuracy, loss, bits_per_byte, …")
+    at_least: float | None = Field(None, description="Stop once the metric is at least this (exact_match: 0.99).")
+    at_most: float | None = Field(None, description="Stop once the metric is at most this (loss: 0.05).")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> "EarlyStop":
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError("train.early_stop needs exactly one of at_least and at_most")
+        return self
+
+    def met(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric)
+        if value is None:
+            return False
+        return value >= self.at_least if self.at_least is not None else value <= self.at_most
+
+
 class TrainConfig(Section):
     """Optimisation and bookkeeping of a training run."""
 
@@ -39,6 +59,9 @@ class TrainConfig(Section):
         200, gt=0, description="Steps between checkpoints (one is always written at the end)."
     )
     keep_checkpoints: int = Field(2, gt=0, description="How many of the latest checkpoints to keep.")
+    early_stop: EarlyStop | None = Field(
+        None, description="Stop at a held-out metric threshold and record the step: steps to learn."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

@@ -143,7 +143,12 @@ def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_fro
 def finished_result(folder: RunFolder, recipe: Recipe) -> TrainResult | None:
     """The result of a run that already trained `recipe`'s steps, from its summary; None if it has not."""
     summary = folder.read_summary()
-    if summary is None or not summary.get("finished") or summary.get("steps", 0) < recipe.train.steps:
+    stopped_early = summary is not None and summary.get("stopped_early_at") is not None
+    if (
+        summary is None
+        or not summary.get("finished")
+        or (summary.get("steps", 0) < recipe.train.steps and not stopped_early)
+    ):
         return None
     return TrainResult(
         folder.path,
@@ -156,6 +161,7 @@ def finished_result(folder: RunFolder, recipe: Recipe) -> TrainResult | None:
         summary["steps"],
         summary["eval"],
         already_finished=True,
+        stopped_early_at=summary.get("stopped_early_at"),
     )
 
 

@@ -47,6 +47,7 @@ class TrainResult:
     eval: dict[str, float] = field(default_factory=dict)
     already_finished: bool = False
     throughput: dict = field(default_factory=dict)  # this session's tokens/s and MFU, and the peak used
+    stopped_early_at: int | None = None  # train.early_stop: the step whose evaluation met the threshold
 
     def summary(self) -> dict:
         """What RUN/summary.json records."""
@@ -60,6 +61,7 @@ class TrainResult:
             "final_loss": self.final_loss,
             "eval": self.eval,
             "throughput": self.throughput,
+            "stopped_early_at": self.stopped_early_at,
         }
 
 
@@ -105,6 +107,7 @@ class Trainer:
         if recipe.track is not None and parallel.measures_here:
             self.tracker = self.objective.tracker(recipe.track, model, data, self.device, self.config.precision)
         self.last_loss = math.nan
+        self.stopped_early_at: int | None = None
         self.last_eval: dict[str, float] = {}
         self.eval_batch_size = recipe.eval.batch_size or self.config.batch_size
 
@@ -127,6 +130,8 @@ class Trainer:
                 if record:
                     notify(self.listeners, "on_record", record)
                 self._track(step, last)
+                if not last and self._stops_early(step):
+                    self.stopped_early_at, last = step, True
                 if step % self.config.checkpoint_every == 0 or last or self.interrupted:
                     self._checkpoint()
                 if self.interrupted and not last:
@@ -134,6 +139,8 @@ class Trainer:
                         f"interrupted at step {step}; checkpoint saved in {self.folder.path}; "
                         f"continue with: diffformer train {self.folder.path} --resume"
                     )
+                if last:
+                    break
         return TrainResult(
             self.folder.path,
             self.recipe.name,
@@ -145,7 +152,16 @@ class Trainer:
             None,
             self.last_eval,
             throughput={**session.read_and_reset(), "peak_flops": peak.flops_per_second, "peak_source": peak.source},
+            stopped_early_at=self.stopped_early_at,
         )
+
+    def _stops_early(self, step: int) -> bool:
+        """Whether train.early_stop's threshold was met by this step's evaluation (every rank gets rank 0's word)."""
+        rule = self.config.early_stop
+        if rule is None or step % self.recipe.eval.every:
+            return False
+        met = torch.tensor(float(rule.met(self.last_eval)), device=self.device)
+        return bool(distributed.mean_across_ranks(met, self.info) > 0)
 
     def _record(self, step: int, last: bool, grad_norm: float, lr: float, throughput: _Throughput) -> dict:
         """The metrics record of this step: training numbers on the log cadence, eval_* on the eval cadence."""
