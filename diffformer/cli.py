@@ -198,6 +198,15 @@ def compare(
             "--output", "-o", help="Folder for the report and figures (default: a new comparisons/<date-time>)."
         ),
     ] = None,
+    best_of: Annotated[
+        str | None,
+        typer.Option(
+            "--best-of", help="Collapse a swept setting to its best value per everything else, e.g. train.lr."
+        ),
+    ] = None,
+    by: Annotated[
+        str, typer.Option("--by", help="With --best-of: the eval metric that decides (loss, exact_match…).")
+    ] = "loss",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Compare runs side by side: recipe differences, budget, losses, eval metrics and probe summaries.
@@ -214,6 +223,8 @@ def compare(
             output or fresh_output_dir(),
             on_probe=lambda run: stderr.print(f"Probing {run}…"),
             commands=[" ".join(["diffformer", *sys.argv[1:]])],
+            best_of=best_of,
+            by=by,
         )
     if as_json:
         print_json(comparison)

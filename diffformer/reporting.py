@@ -127,6 +127,8 @@ def render_train_result(result: TrainResult, console: Console) -> None:
 
 
 def render_comparison(comparison, console: Console) -> None:
+    for note in comparison.notes:
+        console.print(f"[bold]best:[/bold] {note}")
     table = Table(title="Comparison (Δ against the first column)")
     table.add_column("", style="bold")
     for label in comparison.columns:

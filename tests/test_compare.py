@@ -158,3 +158,21 @@ def test_columns_that_shared_keys_leave_alike_are_told_apart_by_the_keys_only_so
     assert columns == ["schedule=exp", "schedule=constant, value=0.8", "schedule=constant, value=0.5"]
     plain = compare_records([_record("a", 1.0, 0.1), _record("b", 1.0, 0.1, kind="doubly_normalized")]).columns
     assert plain == ["kind=vanilla", "kind=doubly_normalized"], "options only one kind has stay out of labels"
+
+
+def test_best_of_collapses_a_swept_learning_rate_to_each_kinds_best_and_names_it():
+    records = []
+    for kind, losses in (("vanilla", {0.001: 1.0, 0.003: 0.7, 0.01: 0.9}), ("differential", {0.001: 0.8, 0.003: 1.1})):
+        for lr, loss in losses.items():
+            records.append(_record(f"{kind}-{lr}", loss, 0.01, kind=kind))
+            records[-1].recipe["train"]["lr"] = lr
+    comparison = compare_records(records, best_of="train.lr", by="loss")
+    assert comparison.columns == ["kind=vanilla, lr=0.003", "kind=differential, lr=0.001"]
+    loss = next(row for row in comparison.rows if row.section == "eval" and row.name == "loss")
+    assert loss.values == [0.7, 0.8]
+    assert comparison.notes[0].startswith("train.lr = 0.003 is the best of 3 by eval loss")
+    assert comparison.notes[1].startswith("train.lr = 0.001 is the best of 2")
+    with pytest.raises(Exception, match="no compared run sets model.nothing"):
+        compare_records(records, best_of="model.nothing")
+    with pytest.raises(Exception, match="no compared run has an eval bits_per_byte"):
+        compare_records(records, best_of="train.lr", by="bits_per_byte")

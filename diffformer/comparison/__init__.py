@@ -30,6 +30,8 @@ def compare_runs(
     output_dir: Path | None = None,
     on_probe: Callable[[Path | str], None] | None = None,
     commands: Sequence[str] = (),
+    best_of: str | None = None,
+    by: str = "loss",
 ) -> tuple[Comparison, list[Path]]:
     """Compare runs (optionally re-probing each on identical prompts first); write outputs to output_dir.
 
@@ -46,6 +48,6 @@ def compare_runs(
                 on_probe(path)
             run_probes(path, ProbeSettings(), default_output_dir(path))
         records = load_runs(paths)  # now with the fresh probe results
-    comparison = compare_records(records)
+    comparison = compare_records(records, best_of, by)
     files = write_comparison(comparison, records, output_dir, commands) if output_dir is not None else []
     return comparison, files

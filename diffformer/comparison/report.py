@@ -40,6 +40,8 @@ def markdown_report(comparison: Comparison, figures: Sequence[Path], commands: S
             for key, values in comparison.differences.items()
         ]
         lines.append("")
+    if comparison.notes:
+        lines += ["## Best settings", "", *(f"- {note}" for note in comparison.notes), ""]
     lines += ["## Results", "", f"Δ is against the first column. {NOISE_RULE}", ""]
     section = None
     for row in comparison.rows:

@@ -10,6 +10,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from diffformer.comparison.best import collapse_to_best
 from diffformer.comparison.records import RunRecord
 from diffformer.dynamics import milestones
 from diffformer.probes.results import RetrievalGrid
@@ -36,15 +37,19 @@ class Comparison:
     runs_per_column: list[list[str]]
     differences: dict[str, list]
     rows: list[Row]
+    notes: list[str] = field(default_factory=list)  # e.g. which learning rate won for each kind
 
 
-def compare_records(records: list[RunRecord]) -> Comparison:
-    """Group finished runs that differ only in seed; each group is one column (an unfinished run stands alone)."""
+def compare_records(records: list[RunRecord], best_of: str | None = None, by: str = "loss") -> Comparison:
+    """Group finished runs that differ only in seed; each group is one column (an unfinished run stands alone).
+    With `best_of` (e.g. train.lr), columns that differ only in that setting collapse to the best by eval `by`."""
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
         key = json.dumps([_compared_settings(record), record.finished or str(record.path)], sort_keys=True, default=str)
         groups.setdefault(key, []).append(record)
-    columns = list(groups.values())
+    columns, notes = list(groups.values()), []
+    if best_of is not None:
+        columns, notes = collapse_to_best(columns, best_of, by, _compared_settings)
     flat = [_compared_settings(group[0]) for group in columns]
     keys = sorted(set().union(*flat))
     differences = {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1}
@@ -52,7 +57,7 @@ def compare_records(records: list[RunRecord]) -> Comparison:
     rows = _rows(columns)
     for row in rows:
         row.verdicts = _verdicts(row)
-    return Comparison(labels, [[str(r.path) for r in group] for group in columns], differences, rows)
+    return Comparison(labels, [[str(r.path) for r in group] for group in columns], differences, rows, notes)
 
 
 def _column_label(group: list[RunRecord], differences: dict, index: int) -> str:
