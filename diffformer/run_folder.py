@@ -46,12 +46,14 @@ DYNAMICS_FIGURE = "dynamics.png"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS = "checkpoints"
 PROBES = "probes"
+ATTENTION_PICTURES = "attention"  # diffformer attention's default output
+TENSORBOARD, WANDB = "tensorboard", "wandb"  # trackers: TensorBoard's event files, W&B's local files
 PROBE_FILE = "probe.json"
 RUN_FORMAT = "diffformer-run"
 # Everything a run writes at its top level; only these are ever replaced or removed.
 TRAINING_OUTPUTS = (*STEP_LOGS, DYNAMICS_FIGURE, SUMMARY_FILE)  # besides weights and checkpoints
 RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, *TRAINING_OUTPUTS)
-RUN_FOLDERS = (CHECKPOINTS, PROBES)
+RUN_FOLDERS = (CHECKPOINTS, PROBES, ATTENTION_PICTURES, TENSORBOARD, WANDB)
 CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 
 

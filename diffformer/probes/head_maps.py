@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from diffformer.atomic import atomic_write  # noqa: E402
 from diffformer.model.capture import capture_attention  # noqa: E402
 from diffformer.probes.attention_stats import causal_uniform_baseline  # noqa: E402
+from diffformer.run_folder import ATTENTION_PICTURES  # noqa: E402
 
 
 @dataclass
@@ -225,7 +226,7 @@ def attention_pictures(
     loaded.check_length(len(ids))
     labels = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in ids]
     layers = capture_head_maps(model, torch.tensor([ids], device=model_device))
-    folder = output or loaded.folder.path / "attention"
+    folder = output or loaded.folder.path / ATTENTION_PICTURES
     folder.mkdir(parents=True, exist_ok=True)
     title = f"{loaded.folder.path.name} · step {loaded.step} · {model.config.attention.kind} · {source}"
     files = [draw_layer(layer, labels, title, folder / f"layer_{layer.layer}.png") for layer in layers]

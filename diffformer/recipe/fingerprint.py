@@ -26,7 +26,7 @@ BOOKKEEPING = (
     "train.activation_checkpointing",
 )
 # Sections that only measure (probing a sweep's runs after training, tracking attention during it).
-AFTER_TRAINING = ("probe", "track")
+AFTER_TRAINING = ("probe", "track", "trackers")
 # May differ when resuming: training for longer continues the same run.
 EXTENDABLE = ("train.steps",)
 

@@ -21,6 +21,7 @@ from diffformer.model.focus import FOCUS_SCORERS
 from diffformer.probes.settings import ProbeSettings
 from diffformer.sections import MAX_SEED, Section
 from diffformer.training.config import EvalConfig, TrainConfig
+from diffformer.training.trackers import TrackerSettings
 
 
 class Recipe(Section):
@@ -44,6 +45,9 @@ class Recipe(Section):
     )
     focus: FocusSettings | None = Field(
         None, description="The focus task's objective (soft, hard, lvml, hybrid) and fixed-focus mode."
+    )
+    trackers: TrackerSettings | None = Field(
+        None, description="Mirror the run's metrics into TensorBoard and/or Weights & Biases."
     )
     track: TrackSettings | None = Field(
         None, description="Measure attention on a fixed batch every track.every steps into RUN/dynamics.jsonl."

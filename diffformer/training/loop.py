@@ -26,6 +26,7 @@ from diffformer.training import distributed
 from diffformer.training.listeners import StepLogWriter, TrainingListener, notify
 from diffformer.training.objective import objective_for
 from diffformer.training.optimizer import build_optimizer
+from diffformer.training.trackers import check_trackers_installed, tracker_listeners
 from diffformer.training.trainer import Interrupted, Trainer, TrainResult
 
 __all__ = ["Interrupted", "TrainResult", "check_run_folder", "finished_result", "train"]
@@ -61,6 +62,7 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
         finished = finished_result(folder, recipe)
         if finished is not None:
             return finished
+    check_trackers_installed(recipe.trackers)
     data = prepare_data(recipe.data, cache_dir)
     model_config = recipe.resolved_model(data.vocab_size)
     precision = _decide_precision(recipe, folder, device, resuming=resume and not start_fresh)
@@ -125,6 +127,8 @@ def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool
 
 def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, parallel):
     everyone = [StepLogWriter(folder), *listeners]
+    if parallel.info.is_main:
+        everyone += tracker_listeners(recipe.trackers, folder, recipe.name, resolved.stored(), progress.step)
     trainer = Trainer(recipe, resolved.stored(), data, model, optimizer, progress, parallel, everyone)
     notify(trainer.listeners, "on_start", recipe.name, progress.step, recipe.train.steps, resumed_from)
     start_step = progress.step  # the trainer advances `progress` in place

@@ -1,0 +1,126 @@
+"""Experiment trackers: TensorBoard and Weights & Biases as training listeners (the `trackers:` section).
+
+They mirror what the run folder records — every metrics.jsonl line (train/… and eval/…) and each
+attention-dynamics measurement (dynamics/…) — at the same steps, and only on rank 0 (the trainer
+gives listeners to rank 0 alone). A resumed run continues the same tracker run: TensorBoard hides
+what it logged after the checkpoint the run resumed from (purge_step), W&B resumes its run by an id
+derived from the run folder. Both packages are optional extras; asking for one that is not
+installed is a one-line error naming the extra.
+"""
+
+import hashlib
+import math
+from typing import Literal
+
+from pydantic import Field
+
+from diffformer.errors import RecipeError
+from diffformer.run_folder import TENSORBOARD, WANDB, RunFolder
+from diffformer.sections import Section
+from diffformer.training.listeners import TrainingListener
+
+
+class WandbSettings(Section):
+    project: str = Field(description="The W&B project to log into.")
+    entity: str | None = Field(None, description="A W&B team or user (default: yours).")
+    mode: Literal["online", "offline"] = Field("online", description="offline: write locally, sync later.")
+
+
+class TrackerSettings(Section):
+    """The `trackers:` section: where else the run reports (nothing it trains changes)."""
+
+    tensorboard: bool = Field(False, description="Write TensorBoard event files into RUN/tensorboard.")
+    wandb: WandbSettings | None = Field(None, description="Log to Weights & Biases (pip install 'diffformer[wandb]').")
+
+
+def check_trackers_installed(settings: TrackerSettings | None) -> None:
+    """Fail before anything is written when an asked-for tracker's package is missing."""
+    import importlib.util
+
+    wanted = {"tensorboard": settings is not None and settings.tensorboard}
+    wanted["wandb"] = settings is not None and settings.wandb is not None
+    for package, asked in wanted.items():
+        if asked and importlib.util.find_spec(package) is None:
+            raise RecipeError(f"trackers.{package} needs the {package} package: pip install 'diffformer[{package}]'")
+
+
+def tracker_listeners(settings: TrackerSettings | None, folder: RunFolder, name: str, recipe: dict, resumed_step: int):
+    """The listeners the recipe asks for (call on rank 0 only)."""
+    if settings is None:
+        return []
+    listeners: list[TrainingListener] = []
+    if settings.tensorboard:
+        listeners.append(TensorBoardListener(folder, resumed_step))
+    if settings.wandb is not None:
+        listeners.append(WandbListener(settings.wandb, folder, name, recipe))
+    return listeners
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    """A metrics or dynamics record's numbers, named as trackers group them."""
+    named = {}
+    for key, value in record.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        named[f"eval/{key.removeprefix('eval_')}" if key.startswith("eval_") else f"train/{key}"] = float(value)
+    return named
+
+
+def _dynamics_scalars(record: dict) -> dict[str, float]:
+    values = {**record.get("average", {}), **record.get("model", {})}
+    return {f"dynamics/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
+
+
+class TensorBoardListener(TrainingListener):
+    def __init__(self, folder: RunFolder, resumed_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RecipeError(
+                "trackers.tensorboard needs the tensorboard package: pip install 'diffformer[tensorboard]'"
+            ) from None
+        # purge_step: a resumed run hides whatever the interrupted one logged after its checkpoint.
+        self.writer = SummaryWriter(
+            str(folder.path / TENSORBOARD), purge_step=resumed_step + 1 if resumed_step else None
+        )
+
+    def on_record(self, record: dict) -> None:
+        for tag, value in _scalars(record).items():
+            self.writer.add_scalar(tag, value, record["step"])
+
+    def on_dynamics(self, record: dict) -> None:
+        for tag, value in _dynamics_scalars(record).items():
+            self.writer.add_scalar(tag, value, record["step"])
+
+    def on_end(self) -> None:
+        self.writer.close()
+
+
+class WandbListener(TrainingListener):
+    def __init__(self, settings: WandbSettings, folder: RunFolder, name: str, recipe: dict):
+        try:
+            import wandb
+        except ImportError:
+            raise RecipeError("trackers.wandb needs the wandb package: pip install 'diffformer[wandb]'") from None
+        (folder.path / WANDB).mkdir(parents=True, exist_ok=True)
+        run_id = hashlib.sha256(str(folder.path.resolve()).encode()).hexdigest()[:16]  # the same run on resume
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            name=name,
+            id=run_id,
+            resume="allow",
+            dir=str(folder.path / WANDB),
+            config=recipe,
+            mode=settings.mode,
+        )
+
+    def on_record(self, record: dict) -> None:
+        self.run.log(_scalars(record), step=record["step"])
+
+    def on_dynamics(self, record: dict) -> None:
+        self.run.log(_dynamics_scalars(record), step=record["step"])
+
+    def on_end(self) -> None:
+        self.run.finish()
