@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from diffformer import __version__
-from diffformer.cli_inspection import attention, sample
+from diffformer.cli_inspection import attention, export, sample
 from diffformer.console import OneLineErrors, print_json, stderr, stdout, user_errors
 from diffformer.errors import RecipeError
 from diffformer.reporting import (
@@ -274,6 +274,7 @@ def schema(
 
 app.command()(sample)
 app.command()(attention)
+app.command()(export)
 
 
 if __name__ == "__main__":

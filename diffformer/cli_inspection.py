@@ -113,3 +113,20 @@ def attention(
         print_json({"files": [str(f) for f in files]})
     else:
         stdout.print("wrote " + ", ".join(str(f) for f in files))
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint (vanilla attention, rope).")],
+    output: Annotated[Path, typer.Argument(help="A new folder for the Hugging Face files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
+) -> None:
+    """Write a run as a Hugging Face Llama folder (config.json, model.safetensors, tokenizer.json) that
+    transformers' AutoModelForCausalLM loads without custom code, e.g. for lm-evaluation-harness."""
+    from diffformer.export import export_run
+
+    with user_errors(as_json):
+        files = export_run(run, output)
+    if as_json:
+        print_json({"files": [str(f) for f in files]})
+    else:
+        stdout.print("wrote " + ", ".join(str(f) for f in files))
