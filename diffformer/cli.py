@@ -8,7 +8,7 @@ import typer
 
 from diffformer import __version__
 from diffformer.cli_inspection import attention, export, sample
-from diffformer.console import OneLineErrors, print_json, stderr, stdout, user_errors
+from diffformer.console import OneLineErrors, cell_progress, print_json, stderr, stdout, user_errors
 from diffformer.errors import RecipeError
 from diffformer.reporting import (
     render_comparison,
@@ -61,6 +61,10 @@ def train(
             "--retrain", help="Train anew any run whose recorded settings differ from the recipe (else refused)."
         ),
     ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(help="auto, cpu or cuda: overrides the recipe's train.device (a missing GPU is refused)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a model from a recipe into a run folder (runs/<name> by default).
@@ -77,8 +81,9 @@ def train(
 
     try:
         with user_errors(as_json):
+            overrides = [*set_, *([f"train.device={device}"] if device is not None else [])]
             outcome = train_from_path(
-                recipe, set_, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain
+                recipe, overrides, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain
             )
     except KeyboardInterrupt:
         stderr.print("[bold red]error:[/bold red] interrupted twice; stopped without saving this step")
@@ -179,7 +184,8 @@ def probe(
         )
         settings.check()
         with stderr.status("Probing…"):
-            report = run_probes(checkpoint, settings, output or default_output_dir(checkpoint))
+            with cell_progress(stderr, "probing") as on_cell:
+                report = run_probes(checkpoint, settings, output or default_output_dir(checkpoint), on_cell)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -204,6 +210,7 @@ def compare(
             "--best-of", help="Collapse a swept setting to its best value per everything else, e.g. train.lr."
         ),
     ] = None,
+    device: Annotated[str, typer.Option(help="With --probe: cpu, cuda, cuda:N or auto.")] = "auto",
     by: Annotated[
         str, typer.Option("--by", help="With --best-of: the eval metric that decides (loss, exact_match…).")
     ] = "loss",
@@ -225,6 +232,7 @@ def compare(
             commands=[" ".join(["diffformer", *sys.argv[1:]])],
             best_of=best_of,
             by=by,
+            device=device,
         )
     if as_json:
         print_json(comparison)

@@ -66,3 +66,18 @@ def describe_os_error(error: OSError) -> str:
 
 def print_json(value) -> None:
     stdout.print_json(strict_json.dumps(value))
+
+
+@contextmanager
+def cell_progress(console: Console, description: str):
+    """A transient progress bar on `console` (silent when it is not a terminal); yields on_cell(done, total)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=None)
+
+        def on_cell(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield on_cell

@@ -110,3 +110,36 @@ def test_early_stop_ends_training_at_the_threshold_and_records_the_step(tmp_path
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     refused = runner.invoke(app, ["train", str(tmp_path / "bad.yaml")])
     assert refused.exit_code != 0 and "exactly one of at_least and at_most" in refused.output
+
+
+def test_the_probe_reports_each_grid_cell_for_a_progress_bar(tmp_path):
+    from diffformer.probes.runner import run_probes
+    from diffformer.probes.settings import ProbeSettings
+
+    run = _run(tmp_path, "progress", "fp32")
+    heard = []
+    settings = ProbeSettings(probes=["retrieval"], lengths=[24, 32], depths=[0.0, 1.0], samples=2, batch_size=2)
+    run_probes(run, settings, None, on_cell=lambda done, total: heard.append((done, total)))
+    total = heard[-1][1]  # every prompt variant × 2 lengths × 2 depths
+    assert total % 4 == 0 and heard == [(done, total) for done in range(1, total + 1)]
+
+
+def test_train_takes_a_device_and_refuses_an_absent_one_before_writing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "r",
+                "output": str(tmp_path / "r"),
+                "model": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+                "data": {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24},
+                "train": {"steps": 1, "batch_size": 2},
+            }
+        )
+    )
+    result = runner.invoke(app, ["train", str(recipe), "--device", "cuda"])
+    assert result.exit_code != 0 and "no CUDA device" in result.output and not (tmp_path / "r").exists()

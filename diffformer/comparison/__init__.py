@@ -32,6 +32,7 @@ def compare_runs(
     commands: Sequence[str] = (),
     best_of: str | None = None,
     by: str = "loss",
+    device: str = "auto",
 ) -> tuple[Comparison, list[Path]]:
     """Compare runs (optionally re-probing each on identical prompts first); write outputs to output_dir.
 
@@ -46,7 +47,7 @@ def compare_runs(
         for path in paths:
             if on_probe is not None:
                 on_probe(path)
-            run_probes(path, ProbeSettings(), default_output_dir(path))
+            run_probes(path, ProbeSettings(device=device), default_output_dir(path))
         records = load_runs(paths)  # now with the fresh probe results
     comparison = compare_records(records, best_of, by)
     files = write_comparison(comparison, records, output_dir, commands) if output_dir is not None else []

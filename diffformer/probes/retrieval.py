@@ -37,11 +37,12 @@ def retrieval_grid(
     threshold: float,
     with_attention: bool,
     notes: list[str],
+    on_cell=None,
 ) -> tuple[dict[str, RetrievalGrid], AttentionSummary | None]:
     """Exact match per (variant, length, depth) and, with_attention, the attention statistics at the answers."""
     batches_per_cell = max(1, -(-samples // batch_size))
     attention = AnswerAttention() if with_attention else None
-    grids = {}
+    grids, done, total = {}, 0, len(source.variants) * len(lengths) * len(depths)
     for variant in source.variants:
         accuracy = [[None] * len(depths) for _ in lengths]
         ranks = [[None] * len(depths) for _ in lengths]
@@ -63,6 +64,9 @@ def retrieval_grid(
                     counts[li][di] += len(exact)
                     if maps is not None:
                         attention.add(maps, batch, length)
+                done += 1
+                if on_cell is not None:
+                    on_cell(done, total)
                 if counts[li][di] == 0:
                     notes.append(f"{variant} prompts do not fit in {length} tokens; that row is empty")
                     break

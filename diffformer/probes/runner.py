@@ -24,7 +24,7 @@ from diffformer.run_folder import PROBE_FILE, probes_dir_for
 FULL_CAPTURE_BATCH = 8  # sequences in the all-rows capture (T×T maps per layer)
 
 
-def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | None = None) -> ProbeReport:
+def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | None = None, on_cell=None) -> ProbeReport:
     """Probe a run folder or checkpoint; with output_dir, write probe.json and the pictures there."""
     settings.check()
     device = resolve_device(settings.device)
@@ -49,11 +49,12 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     for length in lengths:
         loaded.check_length(length)
     with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
-        _measure(report, model, source, lengths, settings, device)
+        _measure(report, model, source, lengths, settings, device, on_cell)
     return _finish(report, output_dir)
 
 
-def _measure(report: ProbeReport, model, source, lengths, settings: ProbeSettings, device) -> None:
+def _measure(report: ProbeReport, model, source, lengths, settings: ProbeSettings, device, on_cell=None) -> None:
+    """on_cell(done, total): hears each finished cell of the retrieval grid (a progress bar)."""
     wanted = set(settings.probes)
     if {"retrieval", "attention"} & wanted:
         grids, attention = retrieval_grid(
@@ -67,6 +68,7 @@ def _measure(report: ProbeReport, model, source, lengths, settings: ProbeSetting
             settings.threshold,
             with_attention="attention" in wanted,
             notes=report.notes,
+            on_cell=on_cell,
         )
         if "retrieval" in wanted:
             report.retrieval = grids
