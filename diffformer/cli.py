@@ -65,6 +65,9 @@ def train(
         str | None,
         typer.Option(help="auto, cpu or cuda: overrides the recipe's train.device (a missing GPU is refused)."),
     ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="With variants: train this many at once (a process each).")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a model from a recipe into a run folder (runs/<name> by default).
@@ -83,7 +86,7 @@ def train(
         with user_errors(as_json):
             overrides = [*set_, *([f"train.device={device}"] if device is not None else [])]
             outcome = train_from_path(
-                recipe, overrides, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain
+                recipe, overrides, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain, jobs
             )
     except KeyboardInterrupt:
         stderr.print("[bold red]error:[/bold red] interrupted twice; stopped without saving this step")

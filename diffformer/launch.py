@@ -61,6 +61,7 @@ def train_from_path(
     listeners: Sequence[TrainingListener] = (),
     sweep_listener: SweepListener | None = None,
     retrain: bool = False,
+    jobs: int = 1,
 ) -> TrainOutcome:
     """Train what `path` names: a run folder resumes with its own recipe.yaml; a recipe trains (or sweeps).
 
@@ -76,7 +77,7 @@ def train_from_path(
     else:
         recipe = load_recipe(path, overrides)
         if recipe.variants:
-            return train_variants(path, overrides, only, listeners, sweep_listener, retrain)
+            return train_variants(path, overrides, only, listeners, sweep_listener, retrain, jobs)
     if only:
         raise RecipeError("--only selects variants, but this recipe has no variants")
     return TrainOutcome(result=train(recipe, resume=resume, listeners=listeners, retrain=retrain))
@@ -89,10 +90,13 @@ def train_variants(
     listeners: Sequence[TrainingListener] = (),
     sweep_listener: SweepListener | None = None,
     retrain: bool = False,
+    jobs: int = 1,
 ) -> TrainOutcome:
     """Train every variant (all validated first), then compare them when there are several.
 
-    A finished variant is reused only when its recorded settings match; see `train`.
+    A finished variant is reused only when its recorded settings match; see `train`. With jobs > 1 the
+    variants train in that many processes at once (parallel.py), each with its share of the CPU cores
+    or, when several GPUs are visible, a GPU of its own.
     """
     sweep_listener = sweep_listener or SweepListener()
     variants = expand_variants(path, overrides, only)
@@ -101,7 +105,12 @@ def train_variants(
         check_run_folder(variant, folder, folder.is_occupied(), retrain)
     sweep_listener.on_plan(path, len(variants))
     outcome = TrainOutcome()
-    for assignment, variant in variants:
+    if jobs > 1:
+        from diffformer.parallel import train_in_processes
+
+        results = train_in_processes([v for _, v in variants], retrain, jobs, sweep_listener)
+        outcome.variants = [VariantRun(v.run_dir.name, a, r) for (a, v), r in zip(variants, results)]
+    for assignment, variant in variants if jobs == 1 else []:
         label = variant.run_dir.name
         started = RunFolder(variant.run_dir).is_occupied()
         sweep_listener.on_variant_start(label, variant.run_dir, started)

@@ -143,3 +143,24 @@ def test_train_takes_a_device_and_refuses_an_absent_one_before_writing(tmp_path)
     )
     result = runner.invoke(app, ["train", str(recipe), "--device", "cuda"])
     assert result.exit_code != 0 and "no CUDA device" in result.output and not (tmp_path / "r").exists()
+
+
+def test_variants_train_in_parallel_processes_and_end_in_the_comparison(tmp_path):
+    recipe = {
+        "name": "sweep",
+        "output": str(tmp_path / "sweep"),
+        "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
+        "data": {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24},
+        "train": {"steps": 3, "batch_size": 4, "log_every": 1, "precision": "fp32"},
+        "eval": {"every": 3, "batches": 1},
+        "variants": {"model.attention.kind": ["vanilla", "doubly_normalized"], "seed": [1, 2]},
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(recipe))
+    parallel = runner.invoke(app, ["train", str(tmp_path / "sweep.yaml"), "--jobs", "2", "--json"])
+    assert parallel.exit_code == 0, parallel.output
+    comparison = json.loads(parallel.stdout)
+    assert comparison["columns"] == ["kind=vanilla (2 seeds)", "kind=doubly_normalized (2 seeds)"]
+    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert len(summaries) == 4 and all(json.loads(s.read_text())["steps"] == 3 for s in summaries)
+    again = runner.invoke(app, ["train", str(tmp_path / "sweep.yaml"), "--jobs", "2", "--json"])
+    assert again.exit_code == 0 and again.stderr.count("finished already") == 4, again.output
