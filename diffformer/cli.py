@@ -149,7 +149,9 @@ def probe(
     checkpoint: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint.")],
     probe_names: Annotated[
         list[str],
-        typer.Option("--probe", "-p", help="retrieval, attention, outliers (repeatable; default retrieval+attention)."),
+        typer.Option(
+            "--probes", "-P", help="retrieval, attention, outliers (repeatable; default retrieval+attention)."
+        ),
     ] = [],
     lengths: Annotated[
         str | None, typer.Option(help="Context lengths, comma-separated (default ½, 1, 2, 4 × training length).")

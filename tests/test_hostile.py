@@ -571,7 +571,7 @@ OPTION_CASES = [
     ("probe", ["--depths", ""], "--depths needs at least one depth"),
     ("probe", ["--depths", "1.5"], "--depths must lie in [0, 1]"),
     ("probe", ["--depths", "x"], "--depths expects comma-separated numbers"),
-    ("probe", ["-p", "telepathy"], "unknown probe 'telepathy'"),
+    ("probe", ["-P", "telepathy"], "unknown probe 'telepathy'"),
     ("probe", ["--samples", "0"], "Invalid value for '--samples'"),
     ("probe", ["--samples", "many"], "Invalid value for '--samples'"),
     ("probe", ["--batch-size", "0"], "Invalid value for '--batch-size'"),

@@ -73,11 +73,11 @@ def test_probe_cli_end_to_end(trained, tmp_path):
             "probe",
             str(trained),
             "--json",
-            "-p",
+            "-P",
             "retrieval",
-            "-p",
+            "--probes",
             "attention",
-            "-p",
+            "-P",
             "outliers",
             "--lengths",
             "16,24,48",
@@ -124,7 +124,7 @@ def test_same_seed_gives_every_checkpoint_the_same_prompts_and_results(trained):
 
 
 def test_probe_errors(trained, tmp_path):
-    unknown = runner.invoke(app, ["probe", str(trained), "-p", "telepathy"])
+    unknown = runner.invoke(app, ["probe", str(trained), "-P", "telepathy"])
     assert unknown.exit_code == 2 and "unknown probe 'telepathy'" in unknown.stderr
     missing = runner.invoke(app, ["probe", str(tmp_path / "absent")])
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
@@ -248,7 +248,7 @@ def test_lengths_where_no_prompt_fits_are_reported_not_a_crash(trained):
     assert any("do not fit in 4 tokens" in note for note in report["notes"])
     if all(a >= grid["threshold"] for a in grid["accuracy"][1]):
         assert grid["effective_length"] == 24, "a length without prompts does not end the effective length"
-    only_short = runner.invoke(app, ["probe", str(trained), "--json", "--lengths", "4", "-p", "attention"])
+    only_short = runner.invoke(app, ["probe", str(trained), "--json", "--lengths", "4", "-P", "attention"])
     assert only_short.exit_code == 0, only_short.output
     layers = json.loads(only_short.stdout)["attention"]["layers"]
     assert layers["0"]["needle_mass"] is None and layers["0"]["key_coverage"]["min"] >= 0
