@@ -128,7 +128,8 @@ def eval_(
     from diffformer.evaluation import evaluate_checkpoint
 
     with user_errors(as_json):
-        report = evaluate_checkpoint(checkpoint, set_, batches, batch_size, seed, split, device)
+        with cell_progress(stderr, "evaluating") as on_batch:
+            report = evaluate_checkpoint(checkpoint, set_, batches, batch_size, seed, split, device, on_batch=on_batch)
     if as_json:
         print_json(report)
     else:

@@ -30,6 +30,7 @@ def evaluate_checkpoint(
     split: str = "val",
     device: str = "auto",
     cache_dir: Path | None = None,
+    on_batch=None,
 ) -> EvalReport:
     """Held-out metrics of a run folder or checkpoint, on its own data or on `--set data.*` overrides.
 
@@ -57,5 +58,6 @@ def evaluate_checkpoint(
         device,
         loaded.precision,
         split=split,
+        on_batch=on_batch,
     )
     return EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)

@@ -50,8 +50,10 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     split: str = "val",
+    on_batch=None,
 ) -> dict[str, float]:
-    """Metrics over `batches` held-out batches (the same ones every call), each with its standard error.
+    """Metrics over `batches` held-out batches (the same ones every call), each with its standard error;
+    on_batch(done, total) hears each finished batch (a progress bar).
 
     loss: nats per scored token; accuracy: greedy next-token accuracy on scored positions;
     exact_match: share of sequences whose scored positions are all right (synthetic tasks);
@@ -63,7 +65,7 @@ def evaluate(
     model.eval()
     try:
         loss_sums, correct_counts, scored_counts = _score_batches(
-            model, data, seed, batches, batch_size, device, precision, split
+            model, data, seed, batches, batch_size, device, precision, split, on_batch
         )
     finally:
         model.train(was_training)
@@ -95,7 +97,7 @@ def evaluate(
     return metrics
 
 
-def _score_batches(model, data, seed, batches, batch_size, device, precision, split):
+def _score_batches(model, data, seed, batches, batch_size, device, precision, split, on_batch=None):
     """Per sequence: summed loss, correct tokens and scored tokens, over `batches` batches of `split`."""
     loss_sums, correct_counts, scored_counts = [], [], []
     for index in range(batches):
@@ -109,4 +111,6 @@ def _score_batches(model, data, seed, batches, batch_size, device, precision, sp
         loss_sums.append((token_loss * mask).sum(dim=1).cpu())
         correct_counts.append(((logits.argmax(-1) == batch.targets) & mask).sum(dim=1).cpu())
         scored_counts.append(mask.sum(dim=1).cpu())
+        if on_batch is not None:
+            on_batch(index + 1, batches)
     return loss_sums, correct_counts, scored_counts

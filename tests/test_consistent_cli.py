@@ -164,3 +164,14 @@ def test_variants_train_in_parallel_processes_and_end_in_the_comparison(tmp_path
     assert len(summaries) == 4 and all(json.loads(s.read_text())["steps"] == 3 for s in summaries)
     again = runner.invoke(app, ["train", str(tmp_path / "sweep.yaml"), "--jobs", "2", "--json"])
     assert again.exit_code == 0 and again.stderr.count("finished already") == 4, again.output
+
+
+def test_eval_reports_its_batches_for_a_progress_bar(tmp_path):
+    from diffformer.evaluation import evaluate_checkpoint
+
+    run = _run(tmp_path, "evaluated", "fp32")
+    heard = []
+    evaluate_checkpoint(
+        run, batches=3, batch_size=2, device="cpu", on_batch=lambda done, total: heard.append((done, total))
+    )
+    assert heard == [(1, 3), (2, 3), (3, 3)]

@@ -62,7 +62,9 @@ class FocusObjective:
         return focus_loss(objective, model, outputs, batch.targets[:, 0], self.alpha(model, batch))
 
     @torch.no_grad()
-    def evaluate(self, model, data, seed, batches, batch_size, device, precision="fp32", split="val") -> dict:
+    def evaluate(
+        self, model, data, seed, batches, batch_size, device, precision="fp32", split="val", on_batch=None
+    ) -> dict:
         """Means over `batches` held-out batches with standard errors over examples; loss is the final objective's,
         accuracy its own read-out's (soft: soft, hard and hybrid: hard, lvml: mixture)."""
         was_training = model.training
@@ -79,6 +81,8 @@ class FocusObjective:
                     measured["loss"] = example_losses(objective, model, outputs, batch.targets[:, 0], alpha)
                 for name, values in measured.items():
                     collected.setdefault(name, []).append(values.cpu())
+                if on_batch is not None:
+                    on_batch(index + 1, batches)
         finally:
             model.train(was_training)
         metrics: dict[str, float] = {}

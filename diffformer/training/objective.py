@@ -18,8 +18,10 @@ class LanguageModelling:
     def loss(self, model, outputs, batch, step: int):
         return scored_loss(outputs, batch.targets)
 
-    def evaluate(self, model, data, seed, batches, batch_size, device, precision="fp32", split="val") -> dict:
-        return evaluate(model, data, seed, batches, batch_size, device, precision, split)
+    def evaluate(
+        self, model, data, seed, batches, batch_size, device, precision="fp32", split="val", on_batch=None
+    ) -> dict:
+        return evaluate(model, data, seed, batches, batch_size, device, precision, split, on_batch)
 
     def tracker(self, settings, model, data, device, precision) -> AttentionTracker:
         return AttentionTracker(settings, model, data, device, precision)
