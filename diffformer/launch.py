@@ -110,13 +110,14 @@ def train_variants(
 
         results = train_in_processes([v for _, v in variants], retrain, jobs, sweep_listener)
         outcome.variants = [VariantRun(v.run_dir.name, a, r) for (a, v), r in zip(variants, results)]
-    for assignment, variant in variants if jobs == 1 else []:
-        label = variant.run_dir.name
-        started = RunFolder(variant.run_dir).is_occupied()
-        sweep_listener.on_variant_start(label, variant.run_dir, started)
-        result = train(variant, resume=started, listeners=listeners, retrain=retrain)
-        sweep_listener.on_variant_end(label, result)
-        outcome.variants.append(VariantRun(label, assignment, result))
+    else:
+        for assignment, variant in variants:
+            label = variant.run_dir.name
+            started = RunFolder(variant.run_dir).is_occupied()
+            sweep_listener.on_variant_start(label, variant.run_dir, started)
+            result = train(variant, resume=started, listeners=listeners, retrain=retrain)
+            sweep_listener.on_variant_end(label, result)
+            outcome.variants.append(VariantRun(label, assignment, result))
     settings = variants[0][1].probe
     if settings is not None:
         from diffformer.probes.runner import default_output_dir, run_probes

@@ -10,8 +10,6 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-_slots = None  # in each worker: the queue its device slot comes from
-
 
 def _start_worker(slots, threads: int) -> None:
     import torch
