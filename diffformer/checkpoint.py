@@ -64,6 +64,11 @@ class LoadedModel:
         return data_with_overrides(data, overrides, str(self.path))
 
     @property
+    def task(self) -> str | None:
+        """The data task the run trained on (mqar, text, focus, …), None where the checkpoint does not say."""
+        return (self.recipe.get("data") or {}).get("task")
+
+    @property
     def precision(self) -> str:
         """The precision the run trained in (its stored recipe holds the resolved choice), for eval and probes
         to compute as training did; fp32 for checkpoints that do not say."""

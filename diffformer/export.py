@@ -81,7 +81,7 @@ def export_run(path: Path | str, output: Path) -> list[Path]:
     loaded = load_trained_model(path)
     config = loaded.model.config
     problems = []
-    if (loaded.recipe.get("data") or {}).get("task") == "focus":
+    if loaded.task == "focus":
         problems.append("a focus-task model is not a language model")
     else:
         if config.attention.kind != "vanilla":

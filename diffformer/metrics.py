@@ -5,6 +5,8 @@ Pure measurement of a model on data; training calls it for periodic evaluation a
 """
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,17 @@ from diffformer.devices import autocast_for
 def scored_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the scored positions; logits (B, T, V), targets (B, T) with IGNORE elsewhere."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+@contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block, then back in the mode it was in (even if the block fails)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -61,14 +74,10 @@ def evaluate(
     Sequences are the independent units of the standard errors; scored_tokens and examples
     say what they rest on. The model's train/eval mode is restored even if a batch fails.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         loss_sums, correct_counts, scored_counts = _score_batches(
             model, data, seed, batches, batch_size, device, precision, split, on_batch
         )
-    finally:
-        model.train(was_training)
     loss_sum, correct, scored = torch.cat(loss_sums).double(), torch.cat(correct_counts), torch.cat(scored_counts)
     examples = len(scored)
     loss = float(loss_sum.sum() / max(int(scored.sum()), 1))

@@ -37,7 +37,7 @@ class ExampleRow:
 def load_for_sampling(path: Path | str, device: str = "auto") -> tuple[LoadedModel, object | None]:
     """The run's model, and its tokenizer for a text run (None for synthetic tasks); focus runs are refused."""
     loaded = load_trained_model(path, resolve_device(device))
-    task = (loaded.recipe.get("data") or {}).get("task")
+    task = loaded.task
     if task == "focus":
         raise RecipeError(f"{loaded.path} is a focus-task run: it classifies segments and generates nothing")
     if task != "text":

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from diffformer.data import IGNORE
 from diffformer.devices import autocast_for
+from diffformer.metrics import evaluation_mode
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.ktiw import ktiw
 from diffformer.probes.retrieval import AnswerAttention, exact_rows, logits_and_maps
@@ -47,21 +48,16 @@ class AttentionTracker:
         self.ktiw = settings.ktiw  # the recipe schema allows it only on tasks that mark sources
 
     def measure(self, step: int) -> dict:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad(), autocast_for(self.device, self.precision):
-                logits, maps = logits_and_maps(self.model, self.batch, want_maps=True)
-                scored = self.batch.targets != IGNORE
-                model = {
-                    "token_accuracy": float((logits.argmax(-1) == self.batch.targets)[scored].float().mean()),
-                    "exact_match": float(exact_rows(logits, self.batch.targets).float().mean()),
-                }
-                if self.ktiw:
-                    model.update(ktiw(self.model, self.batch))
-                coverage = coverage_and_outliers(self.model, self.batch.inputs)[0] if self.coverage else {}
-        finally:
-            self.model.train(was_training)
+        with evaluation_mode(self.model), torch.no_grad(), autocast_for(self.device, self.precision):
+            logits, maps = logits_and_maps(self.model, self.batch, want_maps=True)
+            scored = self.batch.targets != IGNORE
+            model = {
+                "token_accuracy": float((logits.argmax(-1) == self.batch.targets)[scored].float().mean()),
+                "exact_match": float(exact_rows(logits, self.batch.targets).float().mean()),
+            }
+            if self.ktiw:
+                model.update(ktiw(self.model, self.batch))
+            coverage = coverage_and_outliers(self.model, self.batch.inputs)[0] if self.coverage else {}
         attention = AnswerAttention()
         attention.add(maps, self.batch, self.batch.inputs.shape[1])
         summary = attention.summary()

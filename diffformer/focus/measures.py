@@ -14,6 +14,7 @@ import torch
 
 from diffformer.devices import autocast_for
 from diffformer.focus.objectives import FocusSettings, example_losses, fixed_focus, focus_loss
+from diffformer.metrics import evaluation_mode
 
 # The read-out each objective trains: its "accuracy".
 OWN_READOUT = {"soft": "accuracy_soft", "hard": "accuracy_hard", "lvml": "accuracy_mixture"}
@@ -67,11 +68,9 @@ class FocusObjective:
     ) -> dict:
         """Means over `batches` held-out batches with standard errors over examples; loss is the final objective's,
         accuracy its own read-out's (soft: soft, hard and hybrid: hard, lvml: mixture)."""
-        was_training = model.training
-        model.eval()
         collected: dict[str, list[torch.Tensor]] = {}
         objective = self.settings.final_objective
-        try:
+        with evaluation_mode(model):
             for index in range(batches):
                 batch = data.batch(seed, split, index, batch_size).to(device)
                 with autocast_for(device, precision):
@@ -83,8 +82,6 @@ class FocusObjective:
                     collected.setdefault(name, []).append(values.cpu())
                 if on_batch is not None:
                     on_batch(index + 1, batches)
-        finally:
-            model.train(was_training)
         metrics: dict[str, float] = {}
         for name, parts in collected.items():
             values = torch.cat(parts).double()
@@ -110,18 +107,13 @@ class FocusTracker:
     @torch.no_grad()
     def measure(self, step: int) -> dict:
         model, batch, settings = self.model, self.batch, self.objective.settings
-        was_training = model.training
-        model.eval()
-        try:
-            with autocast_for(self.device, self.precision):
-                outputs = model(batch.inputs)
-                alpha = self.objective.alpha(model, batch)
-                measured = {name: float(v.mean()) for name, v in readouts(model, outputs, batch, alpha).items()}
-                measured["loss"] = float(self.objective.loss(model, outputs, batch, step))
-                if settings.fixed_foreground is not None:
-                    measured.update(self._incentive(outputs, settings.objective, settings.fixed_foreground))
-        finally:
-            model.train(was_training)
+        with evaluation_mode(model), autocast_for(self.device, self.precision):
+            outputs = model(batch.inputs)
+            alpha = self.objective.alpha(model, batch)
+            measured = {name: float(v.mean()) for name, v in readouts(model, outputs, batch, alpha).items()}
+            measured["loss"] = float(self.objective.loss(model, outputs, batch, step))
+            if settings.fixed_foreground is not None:
+                measured.update(self._incentive(outputs, settings.objective, settings.fixed_foreground))
         return {"step": step, "model": measured, "layers": {}, "average": {}, "heads": {}}
 
     def _incentive(self, outputs, objective: str, weight: float) -> dict[str, float]:

@@ -29,7 +29,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     settings.check()
     device = resolve_device(settings.device)
     loaded = load_trained_model(path, device)
-    if (loaded.recipe.get("data") or {}).get("task") == "focus":
+    if loaded.task == "focus":
         raise RecipeError(
             f"{loaded.path} is a focus-task run: it is measured while training (RUN/dynamics.jsonl, "
             "diffformer dynamics) and by diffformer eval; the probes read language models"
