@@ -116,17 +116,19 @@ def attention(
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint (vanilla attention, rope).")],
+    run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint of a language model.")],
     output: Annotated[Path, typer.Argument(help="A new folder for the Hugging Face files.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the layout and written files as JSON.")] = False,
 ) -> None:
-    """Write a run as a Hugging Face Llama folder (config.json, model.safetensors, tokenizer.json) that
-    transformers' AutoModelForCausalLM loads without custom code, e.g. for lm-evaluation-harness."""
-    from diffformer.export import export_run
+    """Write a run as a folder transformers' AutoModelForCausalLM loads (config.json, model.safetensors,
+    tokenizer.json): vanilla + rope as a Llama model with no custom code, every other kind with its own
+    modelling file (load with trust_remote_code=True). For lm-evaluation-harness, see the README."""
+    from diffformer.hf.export import export_run
 
     with user_errors(as_json):
-        files = export_run(run, output)
+        files, layout = export_run(run, output)
     if as_json:
-        print_json({"files": [str(f) for f in files]})
+        print_json({"layout": layout, "files": [str(f) for f in files]})
     else:
-        stdout.print("wrote " + ", ".join(str(f) for f in files))
+        loading = "" if layout == "llama" else " (load with trust_remote_code=True)"
+        stdout.print(f"wrote a {layout} folder{loading}: " + ", ".join(f.name for f in files))

@@ -1,17 +1,30 @@
-"""`diffformer export`: a vanilla run loads in transformers' AutoModelForCausalLM with the logits diffformer
-computes, tokenizer included; kinds without a standard layout are refused in one line."""
+"""`diffformer export`: every language-model run loads in transformers' AutoModelForCausalLM with the logits
+diffformer computes, tokenizer included — vanilla + rope as a Llama model, every other kind and position
+through the exported modelling file (trust_remote_code); lm-evaluation-harness scores an exported run on a
+local task with diffformer's own log-likelihoods."""
+
+import json
 
 import pytest
 import torch
 import yaml
+from conftest import ATTENTION_VARIANTS, small_model
 from typer.testing import CliRunner
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.cli import app
-from diffformer.export import interleaved_to_half
+from diffformer.hf.llama import interleaved_to_half
+from diffformer.hf.remote_code import remote_config, remote_weights
 
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _hugging_face_home(tmp_path, monkeypatch):
+    # Remote code is copied into HF_HOME's module cache; keep it in the test's folder.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf-home" / "modules"))
 
 
 def _train(tmp_path, kind="vanilla", **model):
@@ -57,10 +70,75 @@ def test_an_exported_vanilla_run_gives_diffformers_logits_in_transformers(tmp_pa
     assert again.exit_code != 0 and "not empty" in again.output
 
 
-def test_other_kinds_and_positions_are_refused_in_one_line(tmp_path):
-    run = _train(tmp_path, "differential")
-    result = runner.invoke(app, ["export", str(run), str(tmp_path / "hf")])
-    assert result.exit_code != 0 and "differential attention has no standard Hugging Face layout" in result.output
+@pytest.mark.parametrize("position", ["rope", "alibi", "learned", "none"])
+@pytest.mark.parametrize("variant", ATTENTION_VARIANTS)
+def test_the_exported_modelling_code_gives_diffformers_logits(variant, position):
+    from diffformer.hf.remote.modeling_diffformer import DiffformerConfig, DiffformerForCausalLM
+
+    ours = small_model(ATTENTION_VARIANTS[variant], position=position, n_kv_heads=2).eval()
+    theirs = DiffformerForCausalLM(DiffformerConfig(**remote_config(ours.config))).eval()
+    theirs.load_state_dict(remote_weights(ours), strict=True)
+    tokens = torch.randint(0, 37, (2, 19))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(tokens).logits, ours(tokens), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [{"uniform_attention": True}, {"tie_embeddings": True}, {"n_layers": 4}])
+@pytest.mark.parametrize("kind", ["vanilla", "differential", "differential_v2", "doubly_normalized"])
+def test_the_exported_modelling_code_covers_the_control_tied_heads_and_the_lambda_schedule(kind, overrides):
+    from diffformer.hf.remote.modeling_diffformer import DiffformerConfig, DiffformerForCausalLM
+
+    ours = small_model(ATTENTION_VARIANTS[kind], **overrides).eval()
+    theirs = DiffformerForCausalLM(DiffformerConfig(**remote_config(ours.config))).eval()
+    theirs.load_state_dict(remote_weights(ours), strict=True)
+    tokens = torch.randint(0, 37, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(tokens).logits, ours(tokens), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["differential", "differential_v2", "doubly_normalized"])
+def test_an_exported_run_of_another_kind_loads_with_trust_remote_code(tmp_path, kind):
+    run = _train(tmp_path, kind)
+    result = runner.invoke(app, ["export", str(run), str(tmp_path / "hf"), "--json"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.output)
+    assert written["layout"] == "remote code" and any(f.endswith("modeling_diffformer.py") for f in written["files"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
+    assert tokenizer.eos_token == "<|endoftext|>" and model.config.eos_token_id == tokenizer.eos_token_id
+    ids = tokenizer("the keys and the values", return_tensors="pt").input_ids
+    ours = load_trained_model(run).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
+        greedy = model.generate(ids, max_new_tokens=4, do_sample=False)
+        expected = ids
+        for _ in range(4):  # diffformer's own greedy continuation
+            expected = torch.cat([expected, ours(expected)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(greedy, expected)
+
+
+def test_left_padding_is_refused_by_the_exported_model():
+    from diffformer.hf.remote.modeling_diffformer import DiffformerConfig, DiffformerForCausalLM
+
+    model = DiffformerForCausalLM(DiffformerConfig(**remote_config(small_model({"kind": "vanilla"}).config)))
+    tokens = torch.randint(0, 37, (2, 5))
+    model(tokens, attention_mask=torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))  # right padding is fine
+    with pytest.raises(ValueError, match="right padding only"):
+        model(tokens, attention_mask=torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
+
+
+def test_focus_runs_are_refused_in_one_line(tmp_path):
+    recipe = {
+        "name": "focus",
+        "output": str(tmp_path / "focus"),
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
+        "data": {"task": "focus", "segments": 4, "classes": 2},
+        "train": {"steps": 2, "batch_size": 4},
+    }
+    (tmp_path / "focus.yaml").write_text(yaml.safe_dump(recipe))
+    assert runner.invoke(app, ["train", str(tmp_path / "focus.yaml")]).exit_code == 0
+    result = runner.invoke(app, ["export", str(tmp_path / "focus"), str(tmp_path / "hf")])
+    assert result.exit_code != 0 and "focus-task model is not a language model" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "hf").exists()
 
 
@@ -85,3 +163,54 @@ def test_the_rotary_permutation_keeps_every_query_key_product():
     torch.testing.assert_close(
         theirs_q @ theirs_k.transpose(-1, -2), ours_q @ ours_k.transpose(-1, -2), rtol=1e-5, atol=1e-5
     )
+
+
+LOCAL_TASK = {
+    "task": "diffformer_local",
+    "dataset_path": "json",
+    "test_split": "test",
+    "output_type": "loglikelihood",
+    "doc_to_text": "{{context}}",
+    "doc_to_target": "{{continuation}}",
+    "target_delimiter": "",
+    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+}
+
+
+def test_lm_evaluation_harness_scores_an_export_with_diffformers_log_likelihoods(tmp_path):
+    """The README's command, on a local task (no download): lm-eval's log-likelihood of each continuation
+    equals the one diffformer computes from its own logits."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("lm_eval")
+    run = _train(tmp_path, "differential")
+    assert runner.invoke(app, ["export", str(run), str(tmp_path / "hf")]).exit_code == 0
+    documents = [("the keys and", " the values"), ("the values of", " attention"), ("attention", " and the keys")]
+    data = tmp_path / "task" / "data.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"context": c, "continuation": x}) + "\n" for c, x in documents))
+    task = {**LOCAL_TASK, "dataset_kwargs": {"data_files": {"test": str(data)}}}
+    (tmp_path / "task" / "diffformer_local.yaml").write_text(yaml.safe_dump(task))
+    command = [shutil.which("lm_eval", path=os.path.dirname(sys.executable)) or "lm_eval", "--model", "hf"]
+    command += ["--model_args", f"pretrained={tmp_path / 'hf'},trust_remote_code=True", "--tasks", "diffformer_local"]
+    command += ["--include_path", str(tmp_path / "task"), "--device", "cpu", "--batch_size", "1"]
+    command += ["--output_path", str(tmp_path / "results"), "--log_samples"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    (samples,) = glob.glob(str(tmp_path / "results" / "**" / "samples_diffformer_local_*.jsonl"), recursive=True)
+    lines = [json.loads(line) for line in open(samples)]
+    scored = {line["doc"]["context"]: float(line["resps"][0][0][0]) for line in lines}  # stored as text
+
+    ours = load_trained_model(run).model.eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
+    for context, continuation in documents:
+        whole = tokenizer(context + continuation).input_ids
+        start = len(tokenizer(context).input_ids)
+        with torch.no_grad():
+            log_probs = ours(torch.tensor([whole])).log_softmax(-1)[0]
+        expected = sum(log_probs[t - 1, whole[t]].item() for t in range(start, len(whole)))
+        assert scored[context] == pytest.approx(expected, abs=1e-4)

@@ -1,0 +1,1 @@
+"""Hugging Face interop: export a run as a folder transformers loads (Llama layout or remote code)."""

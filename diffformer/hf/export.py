@@ -1,0 +1,66 @@
+"""`diffformer export RUN DIR`: a run as a folder Hugging Face transformers loads with AutoModelForCausalLM
+(docs/formulas.md §16).
+
+Vanilla attention with rotary positions becomes the standard Llama layout (no custom code, so every tool
+built on transformers reads it as is); every other language-model run — differential V1/V2, doubly
+normalized, ALiBi, learned or no positions, the uniform control — ships its own modelling code, loaded
+with `trust_remote_code=True`. Text runs bring their tokenizer (tokenizer.json, <|endoftext|> as EOS).
+"""
+
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from diffformer.checkpoint import load_trained_model
+from diffformer.data.tokenizers import END_OF_TEXT
+from diffformer.errors import RecipeError
+from diffformer.hf.llama import llama_config, llama_weights
+from diffformer.hf.remote_code import copy_remote_code, remote_config, remote_weights
+
+
+def is_llama(config) -> bool:
+    """True when the standard Llama layout expresses the model exactly."""
+    return config.attention.kind == "vanilla" and config.position == "rope" and not config.uniform_attention
+
+
+def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
+    """Write the Hugging Face folder; returns its files and the layout used ("llama" or "remote code")."""
+    loaded = load_trained_model(path)
+    if loaded.task == "focus":
+        raise RecipeError(f"cannot export {loaded.path}: a focus-task model is not a language model")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise RecipeError(f"export folder {output} is not empty; choose a new folder")
+    model_config = loaded.model.config
+    llama = is_llama(model_config)
+    config = llama_config(model_config) if llama else remote_config(model_config)
+    weights = llama_weights(loaded.model) if llama else remote_weights(loaded.model)
+    output.mkdir(parents=True, exist_ok=True)
+    files = [output / "config.json", output / "model.safetensors"]
+    end_of_text = _tokenizer_end_of_text(loaded.folder.tokenizer_file)
+    if end_of_text is not None:
+        config["eos_token_id"] = end_of_text
+    files[0].write_text(json.dumps(config, indent=2) + "\n")
+    save_file(weights, str(files[1]), metadata={"format": "pt"})
+    if not llama:
+        files += copy_remote_code(output)
+    if loaded.folder.tokenizer_file.is_file():
+        files += _write_tokenizer(loaded.folder.tokenizer_file, output, end_of_text)
+    return files, "llama" if llama else "remote code"
+
+
+def _tokenizer_end_of_text(tokenizer_file: Path) -> int | None:
+    if not tokenizer_file.is_file():
+        return None
+    vocabulary = json.loads(tokenizer_file.read_text()).get("model", {}).get("vocab", {})
+    return vocabulary.get(END_OF_TEXT) if isinstance(vocabulary, dict) else None
+
+
+def _write_tokenizer(tokenizer_file: Path, output: Path, end_of_text: int | None) -> list[Path]:
+    files = [output / "tokenizer.json", output / "tokenizer_config.json"]
+    files[0].write_bytes(tokenizer_file.read_bytes())
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    if end_of_text is not None:
+        settings["eos_token"] = END_OF_TEXT
+    files[1].write_text(json.dumps(settings) + "\n")
+    return files

@@ -1,0 +1,60 @@
+"""Any language-model run as a Hugging Face folder with its own modelling code (trust_remote_code).
+
+The folder gets configuration_diffformer.py and modeling_diffformer.py (diffformer/hf/remote/, copied as
+they are: they import only torch and transformers), a config.json whose auto_map points
+AutoModelForCausalLM at them, and the weights under diffformer's own names (the body under `model.`).
+"""
+
+import shutil
+from pathlib import Path
+
+import torch
+
+REMOTE_FILES = ("configuration_diffformer.py", "modeling_diffformer.py")
+
+
+def remote_config(config) -> dict:
+    """config.json for DiffformerForCausalLM, from a run's ModelConfig."""
+    attention = config.attention
+    lambda_init = None
+    if attention.kind == "differential":
+        lambda_init = [attention.lambda_init.value_at(layer) for layer in range(config.n_layers)]
+    return {
+        "architectures": ["DiffformerForCausalLM"],
+        "model_type": "diffformer",
+        "auto_map": {
+            "AutoConfig": "configuration_diffformer.DiffformerConfig",
+            "AutoModelForCausalLM": "modeling_diffformer.DiffformerForCausalLM",
+        },
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "intermediate_size": config.mlp_hidden,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.kv_heads,
+        "max_position_embeddings": config.max_seq_len,
+        "position": config.position,
+        "rms_norm_eps": config.norm_eps,
+        "attention_kind": attention.kind,
+        "lambda_init": lambda_init,
+        "sink": getattr(attention, "sink", True),
+        "mix": getattr(attention, "mix", 1.0),
+        "uniform_attention": config.uniform_attention,
+        "tie_word_embeddings": False,
+        "use_cache": False,
+        "torch_dtype": "float32",
+    }
+
+
+def remote_weights(model) -> dict[str, torch.Tensor]:
+    """diffformer's state dict with the body under `model.`; a tied LM head is written out as its own tensor."""
+    state = model.state_dict()
+    weights = {("" if name == "lm_head.weight" else "model.") + name: tensor for name, tensor in state.items()}
+    return {name: tensor.detach().float().contiguous().clone() for name, tensor in weights.items()}
+
+
+def copy_remote_code(output: Path) -> list[Path]:
+    source = Path(__file__).parent / "remote"
+    for name in REMOTE_FILES:
+        shutil.copyfile(source / name, output / name)
+    return [output / name for name in REMOTE_FILES]
