@@ -49,7 +49,7 @@ def study(tmp_path_factory):
 def test_a_study_probes_every_variant_with_the_recipes_settings(study):
     root, result = study
     assert result.stderr.count("probing…") == 4
-    probe = json.loads((root / "runs" / "kind=vanilla,seed=1" / "probes" / "probe.json").read_text())
+    probe = json.loads((root / "runs" / "kind=vanilla+seed=1" / "probes" / "probe.json").read_text())
     assert set(probe["retrieval"]) == {"mqar", "mqar_distractors"}
     assert probe["retrieval"]["mqar"]["lengths"] == [16, 32], "scales × the longest training length"
     assert probe["settings"]["scales"] == [1.0, 2.0]

@@ -15,11 +15,11 @@ from diffformer.recipe.loading import apply_override, read_with_overrides, valid
 from diffformer.recipe.schema import Recipe
 
 
-def variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str:
-    """A folder name from a variant's values: 'kind=vanilla,seed=1' (the last part of each dotted key).
+def variant_parts(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> list[str]:
+    """'key=value' for each of a variant's values, key the last part of its dotted name.
 
     A value that is a section (a dict) is named by the settings in which the grid's values
-    of that key differ, e.g. 'schedule=constant,value=0.5', so distinct sections get distinct names.
+    of that key differ, e.g. 'schedule=constant', 'value=0.5', so distinct sections get distinct names.
     """
     parts = []
     for key, value in assignment.items():
@@ -29,7 +29,23 @@ def variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str
             parts += [f"{leaf.rsplit('.', 1)[-1]}={_text(flat.get(leaf))}" for leaf in leaves]
         else:
             parts.append(f"{key.rsplit('.', 1)[-1]}={_text(value)}")
-    return ",".join(parts).replace("/", "_").replace(" ", "")
+    return parts
+
+
+def variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str:
+    """A variant's folder name: 'kind=vanilla+seed=1'. Only letters, digits and . _ - = +, so tools can take
+    it as it is: no comma or colon (TensorBoard's --logdir_spec splits on both), nothing a shell expands.
+    A value's other characters become '_' ('lengths=64_128' for [64, 128])."""
+    parts = []
+    for part in variant_parts(assignment, grid):
+        key, _, value = part.partition("=")
+        parts.append(f"{key}={re.sub(r'[^A-Za-z0-9._-]+', '_', value).strip('_') or '_'}")
+    return "+".join(parts)
+
+
+def legacy_variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str:
+    """The folder name sweeps used before variant_label: 'kind=vanilla,seed=1'. A sweep begun then keeps it."""
+    return ",".join(variant_parts(assignment, grid)).replace("/", "_").replace(" ", "")
 
 
 def _differing_leaves(values: list[Any]) -> list[str]:
@@ -72,6 +88,9 @@ def expand_variants(
     for values in itertools.product(*grid.values()):
         assignment = dict(zip(grid, values))
         label = variant_label(assignment, grid)
+        legacy = legacy_variant_label(assignment, grid)
+        if not (base_output / label).exists() and (base_output / legacy).is_dir():
+            label = legacy  # a sweep begun with comma names keeps its folders, so --resume and skips still find them
         if label in folders:
             raise RecipeError(
                 f"recipe {path}: variants {folders[label]} and {assignment} would share the folder {label}; "
@@ -83,9 +102,8 @@ def expand_variants(
         variant = json.loads(json.dumps(raw))
         for key, value in assignment.items():
             apply_override(variant, f"{key}={json.dumps(value)}")
-        variant["name"] = re.sub(
-            r"[^A-Za-z0-9._-]", "_", f"{raw.get('name', 'recipe')}.{label}".replace("=", "-").replace(",", ".")
-        )
+        parts = ".".join(variant_parts(assignment, grid)).replace(" ", "")
+        variant["name"] = re.sub(r"[^A-Za-z0-9._-]", "_", f"{raw.get('name', 'recipe')}.{parts}".replace("=", "-"))
         variant["output"] = str(base_output / label)
         expanded.append((assignment, validate_recipe(variant, f"{path} [variant {label}]", path.parent)))
     if not expanded:
