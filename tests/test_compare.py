@@ -10,6 +10,7 @@ from diffformer.cli import app
 from diffformer.comparison import RunRecord, compare_records
 from diffformer.errors import RecipeError
 from diffformer.recipe import expand_variants
+from diffformer.recipe.variants import variant_label
 
 runner = CliRunner()
 
@@ -33,14 +34,14 @@ def test_variants_expand_as_a_grid_with_named_folders(tmp_path):
     expanded = expand_variants(path)
     assert len(expanded) == 6
     labels = [recipe.run_dir.name for _, recipe in expanded]
-    assert labels[0] == "kind=vanilla,seed=1" and labels[-1] == "kind=differential,seed=3"
+    assert labels[0] == "kind=vanilla+seed=1" and labels[-1] == "kind=differential+seed=3"
     assert all(recipe.run_dir.parent == tmp_path / "runs" / "shoot" for _, recipe in expanded)
     assignment, recipe = expanded[4]
     assert assignment == {"model.attention.kind": "differential", "seed": 2}
     assert recipe.model.attention.kind == "differential" and recipe.seed == 2 and recipe.variants is None
     assert recipe.name == "shoot.kind-differential.seed-2"
     only = expand_variants(path, only=["kind=vanilla", "seed=2"])
-    assert [recipe.run_dir.name for _, recipe in only] == ["kind=vanilla,seed=2"]
+    assert [recipe.run_dir.name for _, recipe in only] == ["kind=vanilla+seed=2"]
 
 
 def test_a_bad_variant_is_reported_before_anything_trains(tmp_path):
@@ -55,10 +56,10 @@ def test_variants_train_skip_finished_and_end_with_a_comparison(tmp_path):
     path = _variants_recipe(tmp_path, {"model.attention.kind": ["vanilla", "doubly_normalized"], "seed": [1, 2]})
     first = runner.invoke(app, ["train", str(path), "--only", "kind=vanilla", "--only", "seed=1"])
     assert first.exit_code == 0, first.output
-    assert (tmp_path / "runs" / "shoot" / "kind=vanilla,seed=1" / "summary.json").is_file()
+    assert (tmp_path / "runs" / "shoot" / "kind=vanilla+seed=1" / "summary.json").is_file()
     result = runner.invoke(app, ["train", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    assert "kind=vanilla,seed=1: finished already" in result.stderr
+    assert "kind=vanilla+seed=1: finished already" in result.stderr
     assert result.stderr.count(": final loss") == 3
     comparison = json.loads(result.stdout)
     assert comparison["columns"] == ["kind=vanilla (2 seeds)", "kind=doubly_normalized (2 seeds)"]
@@ -176,3 +177,39 @@ def test_best_of_collapses_a_swept_learning_rate_to_each_kinds_best_and_names_it
         compare_records(records, best_of="model.nothing")
     with pytest.raises(Exception, match="no compared run has an eval bits_per_byte"):
         compare_records(records, best_of="train.lr", by="bits_per_byte")
+
+
+def test_variant_folder_names_have_no_commas_or_colons_and_old_sweeps_keep_theirs(tmp_path):
+    grid = {"model.attention.kind": ["vanilla", "differential"], "probe.lengths": [[64, 128], [256]], "tag": ["a,b:c"]}
+    assignment = {key: values[0] for key, values in grid.items()}
+    assert variant_label(assignment, grid) == "kind=vanilla+lengths=64_128+tag=a_b_c"
+    path = _variants_recipe(tmp_path, {"model.attention.kind": ["vanilla"], "seed": [1, 2]})
+    (tmp_path / "runs" / "shoot" / "kind=vanilla,seed=2").mkdir(parents=True)  # begun before the names changed
+    expanded = expand_variants(path)
+    assert [recipe.run_dir.name for _, recipe in expanded] == ["kind=vanilla+seed=1", "kind=vanilla,seed=2"]
+    assert [recipe.name for _, recipe in expanded] == ["shoot.kind-vanilla.seed-1", "shoot.kind-vanilla.seed-2"]
+
+
+def test_columns_are_named_by_their_runs_and_the_differing_settings_get_rows(tmp_path):
+    def named(folder, *args, **kwargs):
+        record = _record(*args, **kwargs)
+        record.folder_name = folder
+        return record
+
+    pair = compare_records([named("baseline", "a", 1.0, 0.05), named("diff-run", "b", 1.1, 0.05, kind="differential")])
+    assert pair.columns == ["baseline", "diff-run"]
+    assert pair.differences["model.attention.kind"] == ["vanilla", "differential"]
+    seeds = [
+        named(f"kind={k}+seed={s}", "x", 1.0 + s / 10, 0.01, seed=s, kind=k)
+        for k in ("vanilla", "differential")
+        for s in (1, 2)
+    ]
+    assert compare_records(seeds).columns == ["kind=vanilla (2 seeds)", "kind=differential (2 seeds)"]
+    legacy = [
+        named(f"kind={k},seed={s},lr=0.1", "x", 1.0, 0.01, seed=s, kind=k)
+        for k in ("vanilla", "differential")
+        for s in (1, 2)
+    ]
+    assert compare_records(legacy).columns == ["kind=vanilla,lr=0.1 (2 seeds)", "kind=differential,lr=0.1 (2 seeds)"]
+    alike = compare_records([named("run", "a", 1.0, 0.05), named("run", "b", 1.1, 0.05, kind="differential")])
+    assert alike.columns == ["kind=vanilla", "kind=differential"]  # two folders called run: named by settings

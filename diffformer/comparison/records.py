@@ -25,6 +25,7 @@ class RunRecord:
     model_file: Path | None = None  # the checkpoint file read (tells two spellings of one run apart)
     dynamics: list[dict] = field(default_factory=list)  # RUN/dynamics.jsonl up to the checkpoint's step
     stopped_early_at: int | None = None  # train.early_stop met at this step (steps to learn)
+    folder_name: str | None = None  # the run folder's name, which names its column
 
     @property
     def finished(self) -> bool:
@@ -58,6 +59,7 @@ def load_run(path: Path | str) -> RunRecord:
         probe=_probe_report(loaded.path),
         model_file=loaded.path,
         stopped_early_at=summary.get("stopped_early_at"),
+        folder_name=folder.path.name,
         dynamics=[record for record in folder.read_log(DYNAMICS_FILE) if record.get("step", 0) <= loaded.step],
     )
 

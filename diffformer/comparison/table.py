@@ -7,6 +7,7 @@ of single runs, or the seed-to-seed spread when a variant has several seeds) is 
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from diffformer.recipe.fingerprint import defining_settings
 from diffformer.strict_json import json_ready
 
 UNCOMPARED_KEYS = ("seed",)
+# A variant folder's seed part: kind=vanilla+seed=1 (or the earlier kind=vanilla,seed=1).
+SEED_PART = re.compile(r"(?:^|[+,])seed=\d+(?=$|[+,])")
 
 
 @dataclass
@@ -53,14 +56,37 @@ def compare_records(records: list[RunRecord], best_of: str | None = None, by: st
     flat = [_compared_settings(group[0]) for group in columns]
     keys = sorted(set().union(*flat))
     differences = {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1}
-    labels = [_column_label(group, differences, i) for i, group in enumerate(columns)]
+    labels = _column_labels(columns, differences)
     rows = _rows(columns)
     for row in rows:
         row.verdicts = _verdicts(row)
     return Comparison(labels, [[str(r.path) for r in group] for group in columns], differences, rows, notes)
 
 
-def _column_label(group: list[RunRecord], differences: dict, index: int) -> str:
+def _column_labels(columns: list[list[RunRecord]], differences: dict) -> list[str]:
+    """Each column by its run's folder name (a column of seeds: the name without its seed part), so a
+    column reads as the run it is; the settings that differ have rows of their own. Where names are
+    missing or alike, columns are named by those settings instead."""
+    names = [_group_name(group) for group in columns]
+    if None in names or len(set(names)) < len(names):
+        names = [_settings_label(group, differences, i) for i, group in enumerate(columns)]
+    labels = []
+    for name, group in zip(names, columns):
+        if not group[0].finished:
+            name += f" (unfinished, step {group[0].step})"
+        labels.append(name + (f" ({len(group)} seeds)" if len(group) > 1 else ""))
+    return labels
+
+
+def _group_name(group: list[RunRecord]) -> str | None:
+    """The folder name the group's runs share once 'seed=N' is taken out (variant folders), or None."""
+    if len(group) == 1:
+        return group[0].folder_name
+    names = {SEED_PART.sub("", record.folder_name or "").strip("+,") for record in group}
+    return names.pop() if len(names) == 1 and "" not in names else None
+
+
+def _settings_label(group: list[RunRecord], differences: dict, index: int) -> str:
     """Named by the differing keys that every column sets (kind-specific options only show in the table),
     plus, where those leave two columns alike, the keys that tell them apart (for the columns that set them)."""
     shared = {k: v for k, v in differences.items() if all(x is not None for x in v)} or differences
@@ -71,10 +97,7 @@ def _column_label(group: list[RunRecord], differences: dict, index: int) -> str:
     columns = len(next(iter(differences.values()), []))
     names = [tuple(parts(c, shared)) for c in range(columns)]
     keys = differences if len(set(names)) < len(names) else shared
-    label = ", ".join(parts(index, keys)) or group[0].recipe.get("name", str(group[0].path))
-    if not group[0].finished:
-        label += f" (unfinished, step {group[0].step})"
-    return label + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+    return ", ".join(parts(index, keys)) or group[0].recipe.get("name", str(group[0].path))
 
 
 def _compared_settings(record: RunRecord) -> dict:
