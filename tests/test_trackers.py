@@ -6,6 +6,7 @@ import json
 import sys
 import types
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -93,3 +94,37 @@ def test_a_missing_tracker_package_is_one_line_before_anything_is_written(tmp_pa
     result = runner.invoke(app, ["train", str(_recipe(tmp_path, {"wandb": {"project": "x"}}))])
     assert result.exit_code != 0 and "pip install 'diffformer[wandb]'" in result.output
     assert not (tmp_path / "tracked").exists()
+
+
+def test_probing_the_latest_weights_adds_the_probe_summary_to_the_trackers(tmp_path, monkeypatch):
+    summaries = []
+
+    class Run:
+        summary = types.SimpleNamespace(update=summaries.append)
+
+        def log(self, values, step):
+            pass
+
+        def finish(self):
+            pass
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **settings: Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object() if name == "wandb" else real(name, *a))
+    path = _recipe(tmp_path, {"tensorboard": True, "wandb": {"project": "attention", "mode": "offline"}}, steps=3)
+    assert runner.invoke(app, ["train", str(path)]).exit_code == 0
+    probed = runner.invoke(app, ["probe", str(tmp_path / "tracked"), "--lengths", "24,48", "--samples", "4", "--json"])
+    assert probed.exit_code == 0, probed.output
+    report = json.loads(probed.stdout)
+    grid = report["retrieval"]["mqar"]
+    expected = sum(grid["accuracy"][1]) / len(grid["accuracy"][1])  # length 48, mean over depths
+    entropy = report["attention"]["average"]["entropy"]
+    scalars = _scalars(tmp_path / "tracked" / "tensorboard")
+    assert scalars["probe/mqar/accuracy_at_48"] == [(3, pytest.approx(expected))]
+    assert scalars["probe/attention/entropy"] == [(3, pytest.approx(entropy))] and entropy > 0
+    assert summaries[0]["probe/mqar/accuracy_at_48"] == pytest.approx(expected)
+    assert summaries[0]["probe/attention/entropy"] == pytest.approx(entropy)

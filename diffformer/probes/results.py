@@ -112,6 +112,20 @@ class ProbeReport:
     files: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # the ProbeSettings used (device aside)
 
+    def scalars(self) -> dict[str, float]:
+        """The summary as named numbers for experiment trackers: accuracy at each length (mean over depths)
+        and the effective length per variant, and the attention measurements averaged over layers."""
+        named = {}
+        for variant, grid in self.retrieval.items():
+            for index, length in enumerate(grid.lengths):
+                if (accuracy := grid.mean_accuracy(index)) is not None:
+                    named[f"probe/{variant}/accuracy_at_{length}"] = accuracy
+            if grid.effective_length is not None:
+                named[f"probe/{variant}/effective_length"] = float(grid.effective_length)
+        if self.attention is not None and self.attention.average is not None:
+            named.update({f"probe/attention/{k}": float(v) for k, v in self.attention.average.measured().items()})
+        return {name: value for name, value in named.items() if math.isfinite(value)}
+
     def to_dict(self) -> dict:
         """Plain JSON-ready data; non-finite numbers become null so the output is strict JSON."""
         return json_ready(self)

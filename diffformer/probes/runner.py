@@ -20,6 +20,7 @@ from diffformer.probes.results import LayerAttention, ProbeReport
 from diffformer.probes.retrieval import retrieval_grid
 from diffformer.probes.settings import ProbeSettings
 from diffformer.run_folder import PROBE_FILE, probes_dir_for
+from diffformer.training.trackers import log_probe_summary
 
 FULL_CAPTURE_BATCH = 8  # sequences in the all-rows capture (T×T maps per layer)
 
@@ -50,6 +51,8 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
         loaded.check_length(length)
     with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
         _measure(report, model, source, lengths, settings, device, on_cell)
+    if loaded.path == loaded.folder.model_file and loaded.recipe.get("trackers"):  # the run's own latest weights
+        report.notes += log_probe_summary(loaded.recipe, loaded.folder, loaded.step, report.scalars())
     return _finish(report, output_dir)
 
 

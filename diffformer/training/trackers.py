@@ -2,7 +2,8 @@
 
 They mirror what the run folder records — every metrics.jsonl line (train/… and eval/…) and each
 attention-dynamics measurement (dynamics/…) — at the same steps, and only on rank 0 (the trainer
-gives listeners to rank 0 alone). A resumed run continues the same tracker run: TensorBoard hides
+gives listeners to rank 0 alone); probing a run's latest weights adds its probe summary (probe/…) at
+the run's last step (`log_probe_summary`). A resumed run continues the same tracker run: TensorBoard hides
 what it logged after the checkpoint the run resumed from (purge_step), W&B resumes its run by an id
 derived from the run folder. Both packages are optional extras; asking for one that is not
 installed is a one-line error naming the extra.
@@ -102,19 +103,7 @@ class WandbListener(TrainingListener):
             import wandb
         except ImportError:
             raise RecipeError("trackers.wandb needs the wandb package: pip install 'diffformer[wandb]'") from None
-        (folder.path / WANDB).mkdir(parents=True, exist_ok=True)
-        run_id = hashlib.sha256(str(folder.path.resolve()).encode()).hexdigest()[:16]  # the same run on resume
-        self.wandb = wandb
-        self.run = wandb.init(
-            project=settings.project,
-            entity=settings.entity,
-            name=name,
-            id=run_id,
-            resume="allow",
-            dir=str(folder.path / WANDB),
-            config=recipe,
-            mode=settings.mode,
-        )
+        self.run = _wandb_run(wandb, settings, folder, name, recipe)
 
     def on_record(self, record: dict) -> None:
         self.run.log(_scalars(record), step=record["step"])
@@ -124,3 +113,45 @@ class WandbListener(TrainingListener):
 
     def on_end(self) -> None:
         self.run.finish()
+
+
+def _wandb_run(wandb, settings: WandbSettings, folder: RunFolder, name: str, recipe: dict):
+    """The run folder's W&B run: created on first use, resumed after (its id derives from the folder)."""
+    (folder.path / WANDB).mkdir(parents=True, exist_ok=True)
+    run_id = hashlib.sha256(str(folder.path.resolve()).encode()).hexdigest()[:16]
+    return wandb.init(
+        project=settings.project,
+        entity=settings.entity,
+        name=name,
+        id=run_id,
+        resume="allow",
+        dir=str(folder.path / WANDB),
+        config=recipe,
+        mode=settings.mode,
+    )
+
+
+def log_probe_summary(recipe: dict, folder: RunFolder, step: int, scalars: dict[str, float]) -> list[str]:
+    """Add a probe summary to the trackers a run's recipe names, at the run's step; returns notes on
+    trackers that could not be reached (a probe on a machine without the package still succeeds)."""
+    settings = TrackerSettings.model_validate(recipe.get("trackers") or {})
+    notes = []
+    if settings.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            notes.append("trackers.tensorboard: tensorboard is not installed here; the probe summary was not logged")
+        else:
+            with SummaryWriter(str(folder.path / TENSORBOARD)) as writer:
+                for tag, value in scalars.items():
+                    writer.add_scalar(tag, value, step)
+    if settings.wandb is not None:
+        try:
+            import wandb
+        except ImportError:
+            notes.append("trackers.wandb: wandb is not installed here; the probe summary was not logged")
+        else:
+            run = _wandb_run(wandb, settings.wandb, folder, recipe.get("name", folder.path.name), recipe)
+            run.summary.update(scalars)  # W&B's history only moves forward; a summary holds after-training values
+            run.finish()
+    return notes
