@@ -119,7 +119,9 @@ def eval_(
         int | None, typer.Option(min=1, help="Held-out batches (default: the recipe's eval.batches).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Sequences per batch.")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Data seed (default: the run's).")] = None,
+    data_seed: Annotated[
+        int | None, typer.Option("--data-seed", min=0, help="Seed of the held-out data (default: the run's own).")
+    ] = None,
     split: Annotated[str, typer.Option(help="val (held out) or train.")] = "val",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -129,7 +131,9 @@ def eval_(
 
     with user_errors(as_json):
         with cell_progress(stderr, "evaluating") as on_batch:
-            report = evaluate_checkpoint(checkpoint, set_, batches, batch_size, seed, split, device, on_batch=on_batch)
+            report = evaluate_checkpoint(
+                checkpoint, set_, batches, batch_size, data_seed, split, device, on_batch=on_batch
+            )
     if as_json:
         print_json(report)
     else:
@@ -163,8 +167,11 @@ def probe(
     ] = [],
     samples: Annotated[int, typer.Option(min=1, help="Prompts per grid cell.")] = 32,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
-    seed: Annotated[
-        int, typer.Option(min=0, help="Prompt seed: the same seed gives every checkpoint the same prompts.")
+    prompt_seed: Annotated[
+        int,
+        typer.Option(
+            "--prompt-seed", min=0, help="Seed of the prompts: the same seed gives every checkpoint the same prompts."
+        ),
     ] = 1234,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for probe.json and PNGs (default RUN/probes).")
@@ -185,7 +192,7 @@ def probe(
             variants=variant or None,
             samples=samples,
             batch_size=batch_size,
-            seed=seed,
+            seed=prompt_seed,
             device=device,
         )
         settings.check()

@@ -26,7 +26,9 @@ def sample(
     top_p: Annotated[
         float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Sample among the likeliest tokens up to mass p.")
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Sampling seed (sample i uses seed + i).")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the random draws of sampling (sample i uses seed + i).")
+    ] = 0,
     samples: Annotated[int, typer.Option("--samples", "-s", min=1, help="How many continuations.")] = 1,
     example: Annotated[
         list[int], typer.Option("--example", help="Synthetic tasks: held-out example N side by side (repeatable).")

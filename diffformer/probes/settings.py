@@ -11,6 +11,10 @@ PROBES = ("retrieval", "attention", "outliers")
 DEFAULT_PROBES = ("retrieval", "attention")
 
 
+# The probe command's flags whose names differ from the recipe's fields (one meaning per flag across commands).
+CLI_FLAGS = {"probe": "--probes", "seed": "--prompt-seed"}
+
+
 class ProbeSettings(Section):
     """Probe settings. In a recipe, a variants sweep probes every variant with them after training."""
 
@@ -39,7 +43,9 @@ class ProbeSettings(Section):
         """Refuse settings that cannot be probed, before any model is loaded; options named as the user wrote them."""
 
         def name(field: str) -> str:
-            return prefix + (field.replace("_", "-") if prefix == "--" else field)
+            if prefix != "--":
+                return prefix + field
+            return CLI_FLAGS.get(field, "--" + field.replace("_", "-"))
 
         unknown = [probe for probe in self.probes if probe not in PROBES]
         if unknown:
