@@ -17,26 +17,33 @@ def interleaved_to_half(weight: torch.Tensor, heads: int) -> torch.Tensor:
     return per_head[:, order].reshape(rows, width)
 
 
-def llama_config(config) -> dict:
+def transformers_shape(config) -> dict:
+    """A ModelConfig's shape under the names transformers uses (Llama's; the exported modelling code reuses them)."""
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
         "vocab_size": config.vocab_size,
         "hidden_size": config.d_model,
         "intermediate_size": config.mlp_hidden,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
         "num_key_value_heads": config.kv_heads,
-        "head_dim": config.d_head,
-        "hidden_act": "silu",
         "max_position_embeddings": config.max_seq_len,
         "rms_norm_eps": config.norm_eps,
+        "torch_dtype": "float32",
+    }
+
+
+def llama_config(config) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **transformers_shape(config),
+        "head_dim": config.d_head,
+        "hidden_act": "silu",
         "tie_word_embeddings": config.tie_embeddings,
         "attention_bias": False,
         "mlp_bias": False,
         "rope_theta": 10000.0,
         "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
-        "torch_dtype": "float32",
     }
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from diffformer.hf.llama import transformers_shape
+
 REMOTE_FILES = ("configuration_diffformer.py", "modeling_diffformer.py")
 
 
@@ -26,15 +28,8 @@ def remote_config(config) -> dict:
             "AutoConfig": "configuration_diffformer.DiffformerConfig",
             "AutoModelForCausalLM": "modeling_diffformer.DiffformerForCausalLM",
         },
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.d_model,
-        "intermediate_size": config.mlp_hidden,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.kv_heads,
-        "max_position_embeddings": config.max_seq_len,
+        **transformers_shape(config),
         "position": config.position,
-        "rms_norm_eps": config.norm_eps,
         "attention_kind": attention.kind,
         "lambda_init": lambda_init,
         "sink": getattr(attention, "sink", True),
@@ -42,7 +37,6 @@ def remote_config(config) -> dict:
         "uniform_attention": config.uniform_attention,
         "tie_word_embeddings": False,
         "use_cache": False,
-        "torch_dtype": "float32",
     }
 
 
