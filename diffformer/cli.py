@@ -225,7 +225,12 @@ def compare(
     ] = None,
     device: Annotated[str, typer.Option(help="With --probe: cpu, cuda, cuda:N or auto.")] = "auto",
     by: Annotated[
-        str, typer.Option("--by", help="With --best-of: the eval metric that decides (loss, exact_match…).")
+        str,
+        typer.Option(
+            "--by",
+            help="With --best-of: the eval metric that decides (loss, exact_match…), or steps_to_learn "
+            "(runs with train.early_stop: most seeds reaching the threshold, then the fewest steps).",
+        ),
     ] = "loss",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -67,6 +67,11 @@ def test_variants_train_skip_finished_and_end_with_a_comparison(tmp_path):
     assert comparison["differences"]["model.attention.sink"] == [None, True]
     loss_row = next(row for row in comparison["rows"] if row["name"] == "loss")
     assert all(u is not None and u >= 0 for u in loss_row["uncertainty"]), "seed spread is reported"
+    sweep = sorted(str(p) for p in (tmp_path / "runs" / "shoot").iterdir())  # what runs/shoot/* expands to
+    assert any(p.endswith("comparison") for p in sweep)
+    again = runner.invoke(app, ["compare", *sweep, "--json", "-o", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert len(json.loads(again.stdout)["columns"]) == 2, "the sweep's own comparison folder is passed over"
 
 
 def _record(name, loss, loss_se, seed=0, task="mqar", kind="vanilla"):
@@ -177,6 +182,34 @@ def test_best_of_collapses_a_swept_learning_rate_to_each_kinds_best_and_names_it
         compare_records(records, best_of="model.nothing")
     with pytest.raises(Exception, match="no compared run has an eval bits_per_byte"):
         compare_records(records, best_of="train.lr", by="bits_per_byte")
+
+
+def test_best_of_by_steps_to_learn_prefers_more_seeds_learning_then_fewer_steps():
+    records = []
+    stopped = {0.001: [None, None], 0.003: [300, 200], 0.01: [150, None]}  # None: never reached the threshold
+    for lr, steps in stopped.items():
+        for seed, step in enumerate(steps):
+            records.append(_record(f"v-{lr}-{seed}", 0.1, 0.01, seed=seed))
+            records[-1].recipe["train"].update(lr=lr, early_stop={"metric": "exact_match", "at_least": 0.99})
+            records[-1].stopped_early_at = step
+    comparison = compare_records(records, best_of="train.lr", by="steps_to_learn")
+    assert comparison.runs_per_column == [["v-0.003-0", "v-0.003-1"]]
+    assert (
+        "0.001 → 0/2 learned, 0.003 → 2/2 learned in 250 steps, 0.01 → 1/2 learned in 150 steps" in comparison.notes[0]
+    )
+    rows = {row.name: row.values for row in compare_records(records).rows}
+    assert rows["reached early stop (share of seeds)"] == [0.0, 1.0, 0.5]
+    assert rows["steps to learn (early stop; seeds that reached it)"] == [None, 250.0, 150.0]
+    for record in records:
+        record.recipe["train"].pop("early_stop")
+    with pytest.raises(Exception, match="steps_to_learn needs runs trained with train.early_stop"):
+        compare_records(records, best_of="train.lr", by="steps_to_learn")
+
+
+def test_a_column_of_seeds_is_never_more_certain_than_its_runs():
+    same = [_record(f"s{seed}", 1.0, 0.05, seed=seed) for seed in (1, 2)]  # identical values: spread 0
+    loss = next(row for row in compare_records(same).rows if row.section == "eval" and row.name == "loss")
+    assert loss.uncertainty == [pytest.approx(0.05)]
 
 
 def test_variant_folder_names_have_no_commas_or_colons_and_old_sweeps_keep_theirs(tmp_path):

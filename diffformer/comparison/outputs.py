@@ -39,15 +39,24 @@ def write_comparison(
         (label, [by_path[run] for run in runs]) for label, runs in zip(comparison.columns, comparison.runs_per_column)
     ]
     curves, table, report = output_dir / "curves.png", output_dir / "comparison.json", output_dir / "report.md"
-    curves_plot(columns, curves)
-    figures = [
-        curves,
-        *_retrieval_figures(comparison, records, output_dir),
-        *_dynamics_figure(comparison, records, output_dir),
-    ]
+    with _distinct_colours(len(columns)):
+        curves_plot(columns, curves)
+        figures = [
+            curves,
+            *_retrieval_figures(comparison, records, output_dir),
+            *_dynamics_figure(comparison, records, output_dir),
+        ]
     table.write_text(json.dumps(comparison_as_dict(comparison), indent=2) + "\n")
     report.write_text(markdown_report(comparison, figures, commands))
     return [*figures, table, report]
+
+
+def _distinct_colours(count: int):
+    """Matplotlib's default cycle repeats after 10 lines; a sweep of more columns gets 20 colours."""
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab20" if count > 10 else "tab10").colors
+    return plt.rc_context({"axes.prop_cycle": plt.cycler(color=colours)})
 
 
 def _retrieval_figures(comparison: Comparison, records: list[RunRecord], output_dir: Path) -> list[Path]:

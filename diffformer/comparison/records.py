@@ -7,7 +7,7 @@ from pathlib import Path
 from diffformer.checkpoint import load_trained_model
 from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.probes.results import ProbeReport
-from diffformer.run_folder import DYNAMICS_FILE, read_probe
+from diffformer.run_folder import DYNAMICS_FILE, MODEL_FILE, read_probe
 
 
 @dataclass
@@ -64,13 +64,19 @@ def load_run(path: Path | str) -> RunRecord:
     )
 
 
+def _is_comparison_output(path: Path) -> bool:
+    return path.is_dir() and (path / "comparison.json").is_file() and not (path / MODEL_FILE).exists()
+
+
 def _probe_report(model_file: Path) -> ProbeReport | None:
     data = read_probe(model_file)
     return None if data is None else ProbeReport.from_dict(data, source=f"the probe results of {model_file}")
 
 
 def load_runs(paths: Sequence[Path | str]) -> list[RunRecord]:
-    """The runs to compare: at least two, each readable."""
+    """The runs to compare: at least two, each readable. A comparison's own output folder (a sweep's
+    `comparison/`, which `runs/sweep/*` picks up) is passed over; any other path that is not a run is an error."""
+    paths = [path for path in paths if not _is_comparison_output(Path(path))]
     if len(paths) < 2:
         raise DiffformerError("compare needs at least two runs, e.g. diffformer compare runs/a runs/b")
     records, seen = [], {}

@@ -106,12 +106,15 @@ def _compared_settings(record: RunRecord) -> dict:
 
 
 def _aggregate(values: list, standard_errors: list | None) -> tuple[float | None, float | None]:
-    """Mean and uncertainty: the standard error of a single run, or the seed spread (std) of a group."""
+    """Mean and uncertainty: the standard error of a single run, or the seed spread (std) of a group — but
+    never below its runs' mean standard error: two seeds at 254/256 are not '0.9922 ± 0'."""
     present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not present:
         return None, None
     if len(present) > 1:
-        return statistics.fmean(present), statistics.stdev(present)
+        errors = [e for e in standard_errors or [] if e is not None and not math.isnan(e)]
+        floor = statistics.fmean(errors) if errors else 0.0
+        return statistics.fmean(present), max(statistics.stdev(present), floor)
     error = standard_errors[0] if standard_errors else None
     return present[0], error
 
@@ -136,7 +139,9 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
     add("run", "tokens seen", lambda r: r.tokens_seen, exact=True)
     add("run", "wall time (s)", lambda r: r.wall_seconds)
     add("run", "final train loss", lambda r: r.final_loss, comparable=same_data)
-    add("run", "steps to learn (early stop)", lambda r: r.stopped_early_at)
+    if any(r.recipe.get("train", {}).get("early_stop") for g in columns for r in g):
+        add("run", "reached early stop (share of seeds)", lambda r: _as_share(r.stopped_early_at is not None))
+    add("run", "steps to learn (early stop; seeds that reached it)", lambda r: r.stopped_early_at)
     for metric in ("loss", "accuracy", "exact_match", "bits_per_byte"):
         add(
             "eval",
