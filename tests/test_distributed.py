@@ -25,9 +25,10 @@ runner = CliRunner()
 STEPS = 40
 
 
-def _recipe(folder: Path, name: str, parallel: str = "ddp", grad_accumulation: int = 1) -> Path:
+def _recipe(folder: Path, name: str, parallel: str = "ddp", grad_accumulation: int = 1, **extra) -> Path:
     text = yaml.safe_dump(
         {
+            **extra,
             "name": name,
             "seed": 3,
             "output": str(folder / name),
@@ -89,8 +90,20 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
     train_from_path(_recipe(folder, "single", grad_accumulation=2))
     for parallel in ("ddp", "fsdp"):
-        _finish(_torchrun(str(_recipe(folder, parallel, parallel))))
+        trackers = {"trackers": {"tensorboard": True}} if parallel == "ddp" else {}
+        _finish(_torchrun(str(_recipe(folder, parallel, parallel, **trackers))))
     return folder
+
+
+def test_under_torchrun_rank_0_alone_writes_the_tracker(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = list((runs / "ddp" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(event_files) == 1, "one writer: rank 0"
+    events = EventAccumulator(str(runs / "ddp" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, STEPS + 1))
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(_losses(runs / "ddp"))
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
