@@ -66,6 +66,7 @@ def test_an_exported_vanilla_run_gives_diffformers_logits_in_transformers(tmp_pa
     ours = load_trained_model(run).model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
+    assert "trust_remote_code" not in (tmp_path / "hf" / "README.md").read_text(), "a Llama folder needs no custom code"
     again = runner.invoke(app, ["export", str(run), str(tmp_path / "hf")])
     assert again.exit_code != 0 and "not empty" in again.output
 
@@ -103,6 +104,8 @@ def test_an_exported_run_of_another_kind_loads_with_trust_remote_code(tmp_path, 
     assert result.exit_code == 0, result.output
     written = json.loads(result.output)
     assert written["layout"] == "remote code" and any(f.endswith("modeling_diffformer.py") for f in written["files"])
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "trust_remote_code=True" in card and f"{kind} attention" in card and "- loss: " in card
     model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
     assert tokenizer.eos_token == "<|endoftext|>" and model.config.eos_token_id == tokenizer.eos_token_id

@@ -46,7 +46,45 @@ def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
         files += copy_remote_code(output)
     if loaded.folder.tokenizer_file.is_file():
         files += _write_tokenizer(loaded.folder.tokenizer_file, output, end_of_text)
+    files.append(output / "README.md")
+    files[-1].write_text(model_card(loaded, llama))
     return files, "llama" if llama else "remote code"
+
+
+def model_card(loaded, llama: bool) -> str:
+    """README.md for the hub: what the model is, how to load it, what it scored, the recipe it was trained with."""
+    import yaml
+
+    config, recipe = loaded.model.config, loaded.recipe
+    summary = (loaded.folder.read_summary() or {}) if loaded.path == loaded.folder.model_file else {}
+    remote = "" if llama else ", trust_remote_code=True"
+    scores = summary.get("eval", {})
+    metrics = [name for name in ("loss", "accuracy", "exact_match", "perplexity", "bits_per_byte") if name in scores]
+    lines = [
+        "---",
+        "library_name: transformers",
+        f"tags: [diffformer, {config.attention.kind.replace('_', '-')}-attention]",
+        "---",
+        f"# {recipe.get('name', loaded.folder.path.name)}",
+        "",
+        f"A {config.n_layers}-layer decoder-only transformer with {config.attention.kind} attention "
+        f"({loaded.model.num_parameters():,} parameters), trained with diffformer for {loaded.step:,} steps "
+        f"({loaded.tokens_seen:,} tokens) on {recipe.get('data', {}).get('task', 'its data')}.",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM",
+        f'model = AutoModelForCausalLM.from_pretrained("PATH_OR_HUB_NAME"{remote})',
+        "```",
+        "",
+    ]
+    if metrics:
+        lines += [f"Held-out metrics at the last step ({scores.get('examples', '?')} sequences):", ""]
+        for name in metrics:
+            error = scores.get(f"{name}_se")
+            lines.append(f"- {name}: {scores[name]:.4g}" + (f" ± {error:.2g} (standard error)" if error else ""))
+        lines.append("")
+    lines += ["The recipe:", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
 
 
 def _tokenizer_end_of_text(tokenizer_file: Path) -> int | None:
