@@ -7,8 +7,16 @@ from typing import Annotated
 import typer
 
 from diffformer import __version__
-from diffformer.cli_inspection import attention, export, sample
-from diffformer.console import OneLineErrors, cell_progress, print_json, stderr, stdout, user_errors
+from diffformer.cli_inspection import attention, dynamics, export, sample
+from diffformer.console import (
+    DeviceOption,
+    OneLineErrors,
+    cell_progress,
+    print_json,
+    stderr,
+    stdout,
+    user_errors,
+)
 from diffformer.errors import RecipeError
 from diffformer.reporting import (
     render_comparison,
@@ -123,7 +131,7 @@ def eval_(
         int | None, typer.Option("--data-seed", min=0, help="Seed of the held-out data (default: the run's own).")
     ] = None,
     split: Annotated[str, typer.Option(help="val (held out) or train.")] = "val",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")] = "auto",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Held-out loss, accuracy and exact match (text: perplexity, bits per byte), each with its standard error."""
@@ -176,7 +184,7 @@ def probe(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for probe.json and PNGs (default RUN/probes).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")] = "auto",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Long-context retrieval (accuracy over context length × needle depth) and where attention goes."""
@@ -223,7 +231,9 @@ def compare(
             "--best-of", help="Collapse a swept setting to its best value per everything else, e.g. train.lr."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="With --probe: cpu, cuda, cuda:N or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="With --probe: cpu, cuda, cuda:N or auto (a GPU when there is one).")] = (
+        "auto"
+    ),
     by: Annotated[
         str,
         typer.Option(
@@ -260,28 +270,6 @@ def compare(
 
 
 @app.command()
-def dynamics(
-    run: Annotated[Path, typer.Argument(help="A run folder trained with a track: section.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Where to draw (default RUN/dynamics.png).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as JSON.")] = False,
-) -> None:
-    """Draw a run's attention dynamics (RUN/dynamics.jsonl) again: one panel per measurement, a curve per layer."""
-    from diffformer.dynamics.figure import draw_dynamics
-    from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, locate
-
-    with user_errors(as_json):
-        folder, _ = locate(run)
-        records = folder.read_log(DYNAMICS_FILE)
-        path = draw_dynamics(records, folder.path.name, output or folder.path / DYNAMICS_FIGURE)
-    if as_json:
-        print_json({"figure": str(path), "records": records})
-    else:
-        stdout.print(f"wrote {path}")
-
-
-@app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
@@ -300,6 +288,7 @@ def schema(
 
 app.command()(sample)
 app.command()(attention)
+app.command()(dynamics)
 app.command()(export)
 
 

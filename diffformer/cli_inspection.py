@@ -1,4 +1,5 @@
-"""The commands that look inside a trained model: `sample` (what it says) and `attention` (where it looks).
+"""The commands that look inside a trained model: `sample` (what it says), `attention` (where it looks),
+`dynamics` (how its attention changed over training) and `export` (the model for Hugging Face).
 Registered on the `diffformer` app in cli.py; like it, they parse, call the library and render."""
 
 import sys
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from diffformer.console import print_json, stdout, user_errors
+from diffformer.console import DeviceOption, print_json, stdout, user_errors
 from diffformer.errors import RecipeError
 
 
@@ -34,7 +35,7 @@ def sample(
         list[int], typer.Option("--example", help="Synthetic tasks: held-out example N side by side (repeatable).")
     ] = [],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step (slower; for checking).")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of streaming text.")] = False,
 ) -> None:
     """Generate from a trained model (text streams as it comes); for synthetic tasks, show held-out examples
@@ -102,7 +103,7 @@ def attention(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for the pictures (default RUN/attention).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
 ) -> None:
     """Every head's attention map for one prompt or example: a PNG grid per layer (differential: A1, A2 and
@@ -134,3 +135,24 @@ def export(
     else:
         loading = "" if layout == "llama" else " (load with trust_remote_code=True)"
         stdout.print(f"wrote a {layout} folder{loading}: " + ", ".join(f.name for f in files))
+
+
+def dynamics(
+    run: Annotated[Path, typer.Argument(help="A run folder trained with a track: section.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to draw (default RUN/dynamics.png).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as JSON.")] = False,
+) -> None:
+    """Draw a run's attention dynamics (RUN/dynamics.jsonl) again: one panel per measurement, a curve per layer."""
+    from diffformer.dynamics.figure import draw_dynamics
+    from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, locate
+
+    with user_errors(as_json):
+        folder, _ = locate(run)
+        records = folder.read_log(DYNAMICS_FILE)
+        path = draw_dynamics(records, folder.path.name, output or folder.path / DYNAMICS_FIGURE)
+    if as_json:
+        print_json({"figure": str(path), "records": records})
+    else:
+        stdout.print(f"wrote {path}")

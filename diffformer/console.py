@@ -3,6 +3,7 @@
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -10,6 +11,9 @@ from rich.markup import escape
 
 from diffformer import strict_json
 from diffformer.errors import DiffformerError
+
+# Every command that computes takes the same --device, with one meaning (diffformer/devices.py resolves it).
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")]
 
 
 class OneLineErrors(typer.core.TyperGroup):
