@@ -43,6 +43,15 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def uncertainty_text(metrics: dict, name: str, digits: int = 4) -> str:
+    """How sure a metric is, as text: its 95% interval where one is recorded (exact match's Wilson interval,
+    honest at 0/n and n/n; perplexity's), else ± its standard error, else nothing."""
+    if f"{name}_low" in metrics and f"{name}_high" in metrics:
+        return f" (95%: {metrics[name + '_low']:.{digits}f}–{metrics[name + '_high']:.{digits}f})"
+    error = metrics.get(f"{name}_se")
+    return f" ± {error:.{digits}f}" if isinstance(error, float) and error == error else ""
+
+
 def _ratio_standard_error(sums: torch.Tensor, counts: torch.Tensor) -> float:
     """Standard error of Σsums/Σcounts when examples (not tokens) are the independent units."""
     n = len(sums)

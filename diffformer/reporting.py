@@ -3,6 +3,7 @@
 from rich.console import Console
 from rich.table import Table
 
+from diffformer.metrics import uncertainty_text
 from diffformer.probes.results import AttentionSummary, LayerOutliers, ProbeReport, RetrievalGrid
 from diffformer.training.trainer import TrainResult
 
@@ -117,9 +118,7 @@ def render_train_result(result: TrainResult, console: Console) -> None:
     for name, value in result.eval.items():
         if name.endswith(("_se", "_low", "_high")):
             continue
-        text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
-        if f"{name}_se" in result.eval:
-            text += f" ± {result.eval[name + '_se']:.4f}"
+        text = f"{value:.4f}" + uncertainty_text(result.eval, name) if isinstance(value, float) else f"{value:,}"
         rows.append((f"eval {name.replace('_', ' ')}", text))
     for name, value in rows:
         table.add_row(name, value)
@@ -179,9 +178,7 @@ def render_eval_report(report, console: Console) -> None:
         *(n for n in measured if n not in per_token + ("exact_match",)),
     ]:
         basis = tokens if name in per_token else examples
-        spread = f"{metrics[name + '_se']:.4f}"
-        if f"{name}_low" in metrics:  # a proportion: its Wilson interval, honest at 0 and 1
-            spread = f"95%: {metrics[name + '_low']:.4f}–{metrics[name + '_high']:.4f}"
+        spread = uncertainty_text(metrics, name).strip(" ±()")  # a proportion: its Wilson interval
         table.add_row(name.replace("_", " "), f"{metrics[name]:.4f}", spread, basis)
     if "perplexity" in metrics:
         interval = f"95%: {metrics['perplexity_low']:.2f}–{metrics['perplexity_high']:.2f}"

@@ -44,6 +44,16 @@ def _run(tmp_path, name, precision="bf16", seed=0):
     return tmp_path / name
 
 
+def test_the_training_summary_gives_exact_match_its_wilson_interval(tmp_path):
+    _run(tmp_path, "summary", "fp32")
+    again = runner.invoke(app, ["train", str(tmp_path / "summary.yaml"), "--retrain"])
+    assert again.exit_code == 0, again.output
+    line = next(line for line in again.output.splitlines() if "eval exact match" in line)
+    summary = json.loads((tmp_path / "summary" / "summary.json").read_text())["eval"]
+    assert f"(95%: {summary['exact_match_low']:.4f}–{summary['exact_match_high']:.4f})" in line
+    assert summary["exact_match_high"] > 0, "the interval is not empty, even at 0/n"
+
+
 def test_eval_computes_in_the_runs_precision_and_agrees_with_its_summary(tmp_path):
     run = _run(tmp_path, "bf16")
     summary = json.loads((run / "summary.json").read_text())["eval"]

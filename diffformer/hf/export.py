@@ -17,6 +17,7 @@ from diffformer.data.tokenizers import END_OF_TEXT
 from diffformer.errors import RecipeError
 from diffformer.hf.llama import llama_config, llama_weights
 from diffformer.hf.remote_code import copy_remote_code, remote_config, remote_weights
+from diffformer.metrics import uncertainty_text
 
 
 def is_llama(config) -> bool:
@@ -79,9 +80,7 @@ def model_card(loaded, llama: bool) -> str:
     ]
     if metrics:
         lines += [f"Held-out metrics at the last step ({scores.get('examples', '?')} sequences):", ""]
-        for name in metrics:
-            error = scores.get(f"{name}_se")
-            lines.append(f"- {name}: {scores[name]:.4g}" + (f" ± {error:.2g} (standard error)" if error else ""))
+        lines += [f"- {name}: {scores[name]:.4g}{uncertainty_text(scores, name)}" for name in metrics]
         lines.append("")
     lines += ["The recipe:", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
