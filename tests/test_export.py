@@ -69,6 +69,10 @@ def test_an_exported_vanilla_run_gives_diffformers_logits_in_transformers(tmp_pa
     assert "trust_remote_code" not in (tmp_path / "hf" / "README.md").read_text(), "a Llama folder needs no custom code"
     again = runner.invoke(app, ["export", str(run), str(tmp_path / "hf")])
     assert again.exit_code != 0 and "not empty" in again.output
+    (tmp_path / "a-file").write_text("kept")
+    onto_a_file = runner.invoke(app, ["export", str(run), str(tmp_path / "a-file")])
+    assert onto_a_file.exit_code != 0 and "is a file" in onto_a_file.output
+    assert (tmp_path / "a-file").read_text() == "kept"
 
 
 @pytest.mark.parametrize("position", ["rope", "alibi", "learned", "none"])

@@ -30,7 +30,9 @@ def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
     loaded = load_trained_model(path)
     if loaded.task == "focus":
         raise RecipeError(f"cannot export {loaded.path}: a focus-task model is not a language model")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and not output.is_dir():
+        raise RecipeError(f"export folder {output} is a file; choose a new folder")
+    if output.exists() and any(output.iterdir()):
         raise RecipeError(f"export folder {output} is not empty; choose a new folder")
     model_config = loaded.model.config
     llama = is_llama(model_config)
