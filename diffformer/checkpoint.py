@@ -69,6 +69,16 @@ class LoadedModel:
         return (self.recipe.get("data") or {}).get("task")
 
     @property
+    def summary(self) -> dict:
+        """The run's summary.json when these are its latest weights (an older checkpoint has none): {} otherwise."""
+        return (self.folder.read_summary() or {}) if self.is_latest else {}
+
+    @property
+    def is_latest(self) -> bool:
+        """These are the run's latest weights (RUN/model.safetensors), not an older checkpoint."""
+        return self.path == self.folder.model_file
+
+    @property
     def precision(self) -> str:
         """The precision the run trained in (its stored recipe holds the resolved choice), for eval and probes
         to compute as training did; fp32 for checkpoints that do not say."""

@@ -42,9 +42,7 @@ def load_run(path: Path | str) -> RunRecord:
     the curve up to its own step and no summary.
     """
     loaded = load_trained_model(path)
-    folder = loaded.folder
-    latest = loaded.path == folder.model_file
-    summary = (folder.read_summary() or {}) if latest else {}
+    folder, summary = loaded.folder, loaded.summary
     curve = [record for record in folder.read_log() if record.get("step", 0) <= loaded.step]
     return RunRecord(
         path=Path(path),

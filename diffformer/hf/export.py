@@ -59,9 +59,8 @@ def model_card(loaded, llama: bool) -> str:
     import yaml
 
     config, recipe = loaded.model.config, loaded.recipe
-    summary = (loaded.folder.read_summary() or {}) if loaded.path == loaded.folder.model_file else {}
     remote = "" if llama else ", trust_remote_code=True"
-    scores = summary.get("eval", {})
+    scores = loaded.summary.get("eval", {})
     metrics = [name for name in ("loss", "accuracy", "exact_match", "perplexity", "bits_per_byte") if name in scores]
     lines = [
         "---",

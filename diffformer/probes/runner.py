@@ -51,7 +51,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
         loaded.check_length(length)
     with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
         _measure(report, model, source, lengths, settings, device, on_cell)
-    if loaded.path == loaded.folder.model_file and loaded.recipe.get("trackers"):  # the run's own latest weights
+    if loaded.is_latest and loaded.recipe.get("trackers"):
         report.notes += log_probe_summary(loaded.recipe, loaded.folder, loaded.step, report.scalars())
     return _finish(report, output_dir)
 
