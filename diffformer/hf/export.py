@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.data.tokenizers import END_OF_TEXT
@@ -40,15 +41,17 @@ def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
     weights = llama_weights(loaded.model) if llama else remote_weights(loaded.model)
     output.mkdir(parents=True, exist_ok=True)
     files = [output / "config.json", output / "model.safetensors"]
-    end_of_text = _tokenizer_end_of_text(loaded.folder.tokenizer_file)
+    tokenizer_file = loaded.folder.tokenizer_file
+    text_run = tokenizer_file.is_file()
+    end_of_text = Tokenizer.from_file(str(tokenizer_file)).token_to_id(END_OF_TEXT) if text_run else None
     if end_of_text is not None:
         config["eos_token_id"] = end_of_text
     files[0].write_text(json.dumps(config, indent=2) + "\n")
     save_file(weights, str(files[1]), metadata={"format": "pt"})
     if not llama:
         files += copy_remote_code(output)
-    if loaded.folder.tokenizer_file.is_file():
-        files += _write_tokenizer(loaded.folder.tokenizer_file, output, end_of_text)
+    if text_run:
+        files += _write_tokenizer(tokenizer_file, output, end_of_text)
     files.append(output / "README.md")
     files[-1].write_text(model_card(loaded, llama))
     return files, "llama" if llama else "remote code"
@@ -85,13 +88,6 @@ def model_card(loaded, llama: bool) -> str:
         lines.append("")
     lines += ["The recipe:", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
-
-
-def _tokenizer_end_of_text(tokenizer_file: Path) -> int | None:
-    if not tokenizer_file.is_file():
-        return None
-    vocabulary = json.loads(tokenizer_file.read_text()).get("model", {}).get("vocab", {})
-    return vocabulary.get(END_OF_TEXT) if isinstance(vocabulary, dict) else None
 
 
 def _write_tokenizer(tokenizer_file: Path, output: Path, end_of_text: int | None) -> list[Path]:
