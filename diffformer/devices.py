@@ -98,12 +98,13 @@ def _measured_peak(device_type: str, index: int | None, precision: str, size: in
     so deciding `precision: auto` costs a fraction of a second on any machine."""
     device = torch.device(device_type, index) if index is not None else torch.device(device_type)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    small = min(256, size)
-    seconds, rounds = _best_matmul_seconds(device, dtype, small, rounds=3), 3
-    if 2 * size**3 / (2 * small**3 / seconds) < 0.05:  # a full-size product would take under 50 ms
-        seconds, rounds, small = _best_matmul_seconds(device, dtype, size, rounds=8), 8, size
-    how = f"measured: best of {rounds} {dtype} {small}² matmuls, {torch.get_num_threads()} threads"
-    return PeakFlops(2 * small**3 / seconds, how)
+    measured, rounds = min(256, size), 3
+    seconds = _best_matmul_seconds(device, dtype, measured, rounds)
+    if seconds * (size / measured) ** 3 < 0.05:  # a full-size product would take under 50 ms
+        measured, rounds = size, 8
+        seconds = _best_matmul_seconds(device, dtype, measured, rounds)
+    how = f"measured: best of {rounds} {dtype} {measured}² matmuls, {torch.get_num_threads()} threads"
+    return PeakFlops(2 * measured**3 / seconds, how)
 
 
 def _best_matmul_seconds(device: torch.device, dtype: torch.dtype, size: int, rounds: int) -> float:
