@@ -53,7 +53,7 @@ def collapse_to_best(columns, key: str, metric: str, settings_of) -> tuple[list,
 def _score(group, metric: str) -> tuple[tuple, str] | None:
     """(a sort key, smaller is better; how it reads) for a column of seeds, or None when it lacks the measure."""
     if metric == STEPS_TO_LEARN:
-        if not any(r.recipe.get("train", {}).get("early_stop") for r in group):
+        if not any(r.stops_early for r in group):
             return None
         steps = [r.stopped_early_at for r in group if r.stopped_early_at is not None]
         mean = statistics.fmean(steps) if steps else float("inf")

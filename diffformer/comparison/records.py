@@ -28,6 +28,11 @@ class RunRecord:
     folder_name: str | None = None  # the run folder's name, which names its column
 
     @property
+    def stops_early(self) -> bool:
+        """Trained with train.early_stop, so stopped_early_at says whether and when it learned."""
+        return bool(self.recipe.get("train", {}).get("early_stop"))
+
+    @property
     def finished(self) -> bool:
         """Trained to its recipe's train.steps, or stopped early at its threshold (a summary exists only then)."""
         if self.final_loss is None:

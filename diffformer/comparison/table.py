@@ -139,7 +139,7 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
     add("run", "tokens seen", lambda r: r.tokens_seen, exact=True)
     add("run", "wall time (s)", lambda r: r.wall_seconds)
     add("run", "final train loss", lambda r: r.final_loss, comparable=same_data)
-    if any(r.recipe.get("train", {}).get("early_stop") for g in columns for r in g):
+    if any(r.stops_early for g in columns for r in g):
         add("run", "reached early stop (share of seeds)", lambda r: _as_share(r.stopped_early_at is not None))
     add("run", "steps to learn (early stop; seeds that reached it)", lambda r: r.stopped_early_at)
     for metric in ("loss", "accuracy", "exact_match", "bits_per_byte"):
