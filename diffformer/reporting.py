@@ -178,7 +178,7 @@ def render_eval_report(report, console: Console) -> None:
         *(n for n in measured if n not in per_token + ("exact_match",)),
     ]:
         basis = tokens if name in per_token else examples
-        spread = uncertainty_text(metrics, name).strip(" ±()")  # a proportion: its Wilson interval
+        spread = uncertainty_text(metrics, name).strip(" ±()")  # a proportion's Wilson interval, else its s.e.
         table.add_row(name.replace("_", " "), f"{metrics[name]:.4f}", spread, basis)
     if "perplexity" in metrics:
         interval = f"95%: {metrics['perplexity_low']:.2f}–{metrics['perplexity_high']:.2f}"

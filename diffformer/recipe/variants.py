@@ -15,8 +15,8 @@ from diffformer.recipe.loading import apply_override, read_with_overrides, valid
 from diffformer.recipe.schema import Recipe
 
 
-def variant_parts(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> list[str]:
-    """'key=value' for each of a variant's values, key the last part of its dotted name.
+def variant_parts(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> list[tuple[str, str]]:
+    """(key, value as text) for each of a variant's values, key the last part of its dotted name.
 
     A value that is a section (a dict) is named by the settings in which the grid's values
     of that key differ, e.g. 'schedule=constant', 'value=0.5', so distinct sections get distinct names.
@@ -26,9 +26,9 @@ def variant_parts(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> lis
         if isinstance(value, dict):
             flat = flatten(value)
             leaves = _differing_leaves(grid[key]) or sorted(flat)
-            parts += [f"{leaf.rsplit('.', 1)[-1]}={_text(flat.get(leaf))}" for leaf in leaves]
+            parts += [(leaf.rsplit(".", 1)[-1], _text(flat.get(leaf))) for leaf in leaves]
         else:
-            parts.append(f"{key.rsplit('.', 1)[-1]}={_text(value)}")
+            parts.append((key.rsplit(".", 1)[-1], _text(value)))
     return parts
 
 
@@ -36,16 +36,14 @@ def variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str
     """A variant's folder name: 'kind=vanilla+seed=1'. Only letters, digits and . _ - = +, so tools can take
     it as it is: no comma or colon (TensorBoard's --logdir_spec splits on both), nothing a shell expands.
     A value's other characters become '_' ('lengths=64_128' for [64, 128])."""
-    parts = []
-    for part in variant_parts(assignment, grid):
-        key, _, value = part.partition("=")
-        parts.append(f"{key}={re.sub(r'[^A-Za-z0-9._-]+', '_', value).strip('_') or '_'}")
-    return "+".join(parts)
+    parts = variant_parts(assignment, grid)
+    return "+".join(f"{key}={re.sub(r'[^A-Za-z0-9._-]+', '_', value).strip('_') or '_'}" for key, value in parts)
 
 
 def legacy_variant_label(assignment: dict[str, Any], grid: dict[str, list[Any]]) -> str:
     """The folder name sweeps used before variant_label: 'kind=vanilla,seed=1'. A sweep begun then keeps it."""
-    return ",".join(variant_parts(assignment, grid)).replace("/", "_").replace(" ", "")
+    parts = variant_parts(assignment, grid)
+    return ",".join(f"{key}={value}" for key, value in parts).replace("/", "_").replace(" ", "")
 
 
 def _differing_leaves(values: list[Any]) -> list[str]:
@@ -102,7 +100,7 @@ def expand_variants(
         variant = json.loads(json.dumps(raw))
         for key, value in assignment.items():
             apply_override(variant, f"{key}={json.dumps(value)}")
-        parts = ".".join(variant_parts(assignment, grid)).replace(" ", "")
+        parts = ".".join(f"{key}={value}" for key, value in variant_parts(assignment, grid)).replace(" ", "")
         variant["name"] = re.sub(r"[^A-Za-z0-9._-]", "_", f"{raw.get('name', 'recipe')}.{parts}".replace("=", "-"))
         variant["output"] = str(base_output / label)
         expanded.append((assignment, validate_recipe(variant, f"{path} [variant {label}]", path.parent)))
