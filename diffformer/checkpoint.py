@@ -18,9 +18,10 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from diffformer import __version__
 from diffformer.atomic import fsync_directory, fsync_file, replace_durably, temporary_path
 from diffformer.errors import CheckpointError, RecipeError
-from diffformer.model.build import build_model
+from diffformer.experiments import Experiment, experiment_for
 from diffformer.model.config import ModelConfig
-from diffformer.run_folder import MODEL_FILE, STATE_FILE, TOKENIZER_FILE, RunFolder, locate
+from diffformer.recipe.schema import Recipe
+from diffformer.run_folder import MODEL_FILE, STATE_FILE, TOKENIZER_FILE, RunFolder, RunSummary, locate
 
 FORMAT = "diffformer"
 FORMAT_VERSION = 1
@@ -39,12 +40,24 @@ class TrainingProgress:
 class LoadedModel:
     """A trained model with what its checkpoint says about it; `path` is the model file."""
 
-    model: torch.nn.Module  # a Transformer, or the focus task's FocusModel
-    recipe: dict
+    model: torch.nn.Module  # a Transformer, or the focus lab's FocusModel
+    recipe: Recipe | None  # the validated recipe it trained with; None for a checkpoint that holds a model alone
+    stored_recipe: dict  # that recipe as the checkpoint stores it (what settings are compared by)
     step: int
     tokens_seen: int
     path: Path
     folder: RunFolder
+
+    @property
+    def experiment(self) -> Experiment:
+        """What kind of run this is (experiments.py): which commands read it, what it is scored on."""
+        return experiment_for(None if self.recipe is None else self.recipe.data)
+
+    def trained_recipe(self) -> Recipe:
+        """The recipe, for the commands that need its data and settings (a model-only checkpoint has none)."""
+        if self.recipe is None:
+            raise CheckpointError(f"{self.path}: its recipe has no data section to evaluate or probe on")
+        return self.recipe
 
     def data_config(self, overrides=()):
         """The run's `data:` section with `--set data.*` overrides, validated.
@@ -54,10 +67,8 @@ class LoadedModel:
         """
         from diffformer.recipe import data_with_overrides
 
-        if not isinstance(self.recipe.get("data"), dict):
-            raise CheckpointError(f"{self.path}: its recipe has no data section to evaluate or probe on")
-        data = dict(self.recipe["data"])
-        if data.get("task") == "text":
+        data = self.trained_recipe().data.model_dump(mode="json")
+        if data["task"] == "text":
             if not self.folder.tokenizer_file.is_file():
                 raise CheckpointError(f"{self.path}: a text model's run folder must hold {TOKENIZER_FILE}")
             data["tokenizer"] = {"kind": "file", "path": str(self.folder.tokenizer_file)}
@@ -66,12 +77,12 @@ class LoadedModel:
     @property
     def task(self) -> str | None:
         """The data task the run trained on (mqar, text, focus, …), None where the checkpoint does not say."""
-        return (self.recipe.get("data") or {}).get("task")
+        return None if self.recipe is None else self.recipe.data.task
 
     @property
-    def summary(self) -> dict:
-        """The run's summary.json when these are its latest weights (an older checkpoint has none): {} otherwise."""
-        return (self.folder.read_summary() or {}) if self.is_latest else {}
+    def summary(self) -> RunSummary | None:
+        """The run's summary.json when these are its latest weights (an older checkpoint has none)."""
+        return self.folder.read_summary() if self.is_latest else None
 
     @property
     def is_latest(self) -> bool:
@@ -82,7 +93,7 @@ class LoadedModel:
     def precision(self) -> str:
         """The precision the run trained in (its stored recipe holds the resolved choice), for eval and probes
         to compute as training did; fp32 for checkpoints that do not say."""
-        recorded = (self.recipe.get("train") or {}).get("precision")
+        recorded = None if self.recipe is None else self.recipe.train.precision
         return recorded if recorded in ("fp32", "bf16") else "fp32"
 
     def check_length(self, length: int) -> None:
@@ -220,7 +231,8 @@ def restore_training(checkpoint: Path, model: torch.nn.Module, optimizer: torch.
 class CheckpointInfo:
     """A model file's validated metadata."""
 
-    recipe: dict
+    stored_recipe: dict
+    recipe: Recipe | None  # None: the checkpoint stores a model section alone (saved from the library)
     model_config: ModelConfig
     step: int
     tokens_seen: int
@@ -262,14 +274,15 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
             f"give the run folder or the {MODEL_FILE} beside it"
         )
     try:
-        recipe = json.loads(metadata["recipe"])
+        stored_recipe = json.loads(metadata["recipe"])
         step, tokens_seen = int(metadata["step"]), int(metadata["tokens_seen"])
-        model_config = ModelConfig.model_validate(recipe["model"])
-        data = recipe.get("data") or {}  # library checkpoints may carry no data section (a transformer)
+        model_config = ModelConfig.model_validate(stored_recipe["model"])
+        data = stored_recipe.get("data") or {}  # library checkpoints may carry no data section (a transformer)
         if step < 0 or tokens_seen < 0 or not isinstance(data, dict):
             raise ValueError
+        recipe = Recipe.model_validate(stored_recipe) if data else None
         with torch.device("meta"):
-            described = build_model(model_config, data)
+            described = experiment_for(data).build_model(model_config, data)
     except (KeyError, TypeError, ValueError, AttributeError):  # pydantic's ValidationError is a ValueError
         raise CheckpointError(f"checkpoint {path} has missing or malformed metadata (recipe, step, tokens)") from None
     expected = {name: tuple(t.shape) for name, t in described.state_dict().items()}
@@ -288,13 +301,14 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
             else "its tensors do not match the model its recipe describes"
         )
         raise CheckpointError(f"checkpoint {path}: {problem}")
-    return CheckpointInfo(recipe, model_config, step, tokens_seen)
+    return CheckpointInfo(stored_recipe, recipe, model_config, step, tokens_seen)
 
 
 def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model from a run folder or a .safetensors checkpoint, validating what it is."""
     folder, file = locate(path)
     info = read_checkpoint_info(file)
-    model = build_model(info.model_config, info.recipe.get("data") or {})
+    data = info.stored_recipe.get("data") or {}
+    model = experiment_for(data).build_model(info.model_config, data)
     load_model(model, str(file), strict=True, device=str(device))
-    return LoadedModel(model.to(device), info.recipe, info.step, info.tokens_seen, file, folder)
+    return LoadedModel(model.to(device), info.recipe, info.stored_recipe, info.step, info.tokens_seen, file, folder)

@@ -8,7 +8,6 @@ from diffformer.checkpoint import load_trained_model
 from diffformer.data import prepare_data
 from diffformer.devices import resolve_device
 from diffformer.errors import RecipeError
-from diffformer.training.objective import objective_for
 
 
 @dataclass
@@ -40,7 +39,7 @@ def evaluate_checkpoint(
         raise RecipeError(f"--split must be val or train (got {split!r})")
     device = resolve_device(device)
     loaded = load_trained_model(path, device)
-    recipe = loaded.recipe
+    recipe = loaded.trained_recipe()
     data_config = loaded.data_config(overrides)
     loaded.check_length(data_config.max_length)
     data = prepare_data(data_config, cache_dir)
@@ -48,13 +47,12 @@ def evaluate_checkpoint(
         raise RecipeError(
             f"the data uses {data.vocab_size} token ids but the model knows {loaded.model.config.vocab_size}"
         )
-    eval_settings = recipe.get("eval", {})
-    metrics = objective_for(data_config.task, recipe.get("focus")).evaluate(
+    metrics = loaded.experiment.objective(recipe.focus).evaluate(
         loaded.model,
         data,
-        recipe["seed"] if seed is None else seed,
-        batches or eval_settings.get("batches", 8),
-        batch_size or eval_settings.get("batch_size") or recipe["train"]["batch_size"],
+        recipe.seed if seed is None else seed,
+        batches or recipe.eval.batches,
+        batch_size or recipe.eval.batch_size or recipe.train.batch_size,
         device,
         loaded.precision,
         split=split,

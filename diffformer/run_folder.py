@@ -25,13 +25,14 @@ import socket
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from diffformer.atomic import TEMPORARY_PREFIX, atomic_write
 from diffformer.errors import CheckpointError, DiffformerError
+from diffformer.strict_json import from_json
 
 MANIFEST_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -55,6 +56,22 @@ TRAINING_OUTPUTS = (*STEP_LOGS, DYNAMICS_FIGURE, SUMMARY_FILE)  # besides weight
 RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, *TRAINING_OUTPUTS)
 RUN_FOLDERS = (CHECKPOINTS, PROBES, ATTENTION_PICTURES, TENSORBOARD, WANDB)
 CHECKPOINT_NAME = re.compile(r"step-\d{8}")
+
+
+@dataclass
+class RunSummary:
+    """RUN/summary.json: what a finished run achieved (written by training, read back by field)."""
+
+    name: str
+    steps: int
+    tokens_seen: int
+    parameters: int
+    wall_seconds: float
+    final_loss: float | None
+    eval: dict[str, float] = field(default_factory=dict)  # held-out metrics at the last step, with _se etc.
+    throughput: dict = field(default_factory=dict)  # tokens/s, MFU and the peak FLOP/s they were measured against
+    stopped_early_at: int | None = None  # train.early_stop: the step whose evaluation met the threshold
+    finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -220,14 +237,17 @@ class RunFolder:
 
     # summary.json
 
-    def read_summary(self) -> dict | None:
+    def read_summary(self) -> RunSummary | None:
         """The summary of a finished run, or None while it is not finished."""
         if not self.summary_file.is_file():
             return None
-        return read_json(self.summary_file)
+        try:
+            return from_json(RunSummary, read_json(self.summary_file))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{self.summary_file} is not a run summary this diffformer reads") from None
 
-    def write_summary(self, summary: dict) -> None:
-        atomic_write(self.summary_file, json.dumps(summary, indent=2) + "\n")
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write(self.summary_file, json.dumps(asdict(summary), indent=2) + "\n")
 
 
 class RunFolderBusy(DiffformerError):

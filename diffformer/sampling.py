@@ -34,13 +34,14 @@ class ExampleRow:
     target: int | None  # None where the position is not scored
 
 
-def load_for_sampling(path: Path | str, device: str = "auto") -> tuple[LoadedModel, object | None]:
-    """The run's model, and its tokenizer for a text run (None for synthetic tasks); focus runs are refused."""
+def load_for_sampling(
+    path: Path | str, device: str = "auto", command: str = "sample"
+) -> tuple[LoadedModel, object | None]:
+    """The run's model, and its tokenizer for a text run (None for synthetic tasks); a run `command` cannot
+    read (its experiment says: focus-lab runs) is refused."""
     loaded = load_trained_model(path, resolve_device(device))
-    task = loaded.task
-    if task == "focus":
-        raise RecipeError(f"{loaded.path} is a focus-task run: it classifies segments and generates nothing")
-    if task != "text":
+    loaded.experiment.refuse(command, loaded.path)
+    if loaded.task != "text":
         return loaded, None
     from tokenizers import Tokenizer
 
@@ -83,7 +84,7 @@ def synthetic_examples(loaded: LoadedModel, indices: list[int], seed: int | None
     """Held-out examples of a synthetic run, position by position: input, greedy prediction, target."""
     data = prepare_data(loaded.data_config())
     device = next(loaded.model.parameters()).device
-    seed = loaded.recipe.get("seed", 0) if seed is None else seed
+    seed = loaded.trained_recipe().seed if seed is None else seed
     examples = []
     for index in indices:
         batch = data.batch(seed, "val", index, 1).to(device)

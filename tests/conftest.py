@@ -8,18 +8,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from diffformer import ModelConfig, Transformer  # noqa: E402
+from diffformer.model.attention import ATTENTION_KINDS  # noqa: E402
 
-# Every attention configuration the formula and causality tests cover.
-ATTENTION_VARIANTS = {
-    "vanilla": {"kind": "vanilla"},
-    "differential": {"kind": "differential"},
+# Every registered kind with its default options, so a kind added to the registry runs through every
+# per-kind test (formulas, causality, capture, cache, forcing, export) without being listed here.
+KINDS = list(ATTENTION_KINDS)
+# Options beyond a kind's defaults that the same tests cover as well.
+OPTION_VARIANTS = {
     "differential_constant": {"kind": "differential", "lambda_init": {"schedule": "constant", "value": 0.5}},
-    "differential_v2": {"kind": "differential_v2"},
-    "doubly_normalized": {"kind": "doubly_normalized"},
     "doubly_normalized_no_sink": {"kind": "doubly_normalized", "sink": False},
     "doubly_normalized_mix": {"kind": "doubly_normalized", "mix": 0.3},
     "doubly_normalized_learned_mix": {"kind": "doubly_normalized", "mix": "learned", "sink": False},
+    "sigmoid_bias": {"kind": "sigmoid", "bias": 1.5},
 }
+ATTENTION_VARIANTS = {kind: {"kind": kind} for kind in KINDS} | OPTION_VARIANTS
 
 
 def small_model(attention: dict, position: str = "rope", n_kv_heads: int | None = None, **overrides) -> Transformer:
@@ -37,9 +39,9 @@ def small_model(attention: dict, position: str = "rope", n_kv_heads: int | None 
     settings.update(overrides)
     model = Transformer(ModelConfig(**settings))
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "sink_logit" in name or "mix_logit" in name:
-                parameter.normal_(0.0, 1.0)
+        for parameter in model.parameters():
+            if parameter.numel() > 1 and bool((parameter == parameter.flatten()[0]).all()):
+                parameter.add_(torch.randn_like(parameter))  # constant inits (sinks, mixes, norm gains) vary
         for block in model.blocks:
             if hasattr(block.attention, "query_block"):
                 block.attention.query_block = 4  # several blocks even in short test sequences

@@ -1,11 +1,16 @@
-"""Plain, obviously-correct transcriptions of each attention formula (docs/formulas.md §1–4).
+"""Plain, obviously-correct transcriptions of each attention formula (docs/formulas.md §1–4, §17).
 
 Written for clarity, not speed: explicit per-head loops, explicit masks, float64,
 rotary as complex multiplication. The fast modules in diffformer must agree with these.
+
+PLAIN_FORMULAS maps each registered kind to its transcription: f(attention layer, x (B, T, d_model)) ->
+(output (B, T, d_model), maps): per sequence, per output head, that head's (T, T) map, or for the
+differential kinds (A1, A2, λ) with λ a scalar (V1) or a (T, 1) column of per-token values (V2).
 """
 
 import math
 
+import pytest
 import torch
 
 
@@ -112,31 +117,35 @@ def differential(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
             head = (a1 - lam * a2) @ v
             head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * gain
             heads.append(head * (1 - attention.lambda_init))
-            seq_maps.append((a1, a2))
+            seq_maps.append((a1, a2, lam))
         outputs.append(torch.cat(heads, dim=-1) @ attention.out_proj.weight.double().T)
         maps.append(seq_maps)
     return torch.stack(outputs), maps
 
 
-def differential_v2(attention, x: torch.Tensor) -> torch.Tensor:
+def differential_v2(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
     """out_h = A[2h] V − sigmoid(x W_λ)_h · A[2h+1] V, both query heads in one K/V group."""
     d, heads_total = attention.d_head, 2 * attention.n_heads
     group_size = heads_total // attention.n_kv_heads
-    outputs = []
+    outputs, maps = [], []
     for seq in x.double():
         lam = torch.sigmoid(seq @ attention.lambda_proj.weight.double().T)  # (T, H)
-        heads = []
+        heads, seq_maps = [], []
         for h in range(attention.n_heads):
-            per_map = []
+            per_map, head_maps = [], []
             for q_head in (2 * h, 2 * h + 1):
                 g = q_head // group_size
                 q, k = _qk(attention, seq, q_head, g)
                 v = seq @ _head(attention.v_proj.weight, g, d).T
                 bias = alibi(attention, attention.n_heads, h, len(seq))  # output head h's slope
-                per_map.append(causal_softmax(q @ k.T / math.sqrt(d) + bias) @ v)
+                a = causal_softmax(q @ k.T / math.sqrt(d) + bias)
+                per_map.append(a @ v)
+                head_maps.append(a)
             heads.append(per_map[0] - lam[:, h : h + 1] * per_map[1])
+            seq_maps.append((*head_maps, lam[:, h : h + 1]))
         outputs.append(torch.cat(heads, dim=-1) @ attention.o_proj.weight.double().T)
-    return torch.stack(outputs)
+        maps.append(seq_maps)
+    return torch.stack(outputs), maps
 
 
 def doubly_normalized_map(scores: torch.Tensor, mix, sink: torch.Tensor | None) -> torch.Tensor:
@@ -167,3 +176,37 @@ def doubly_normalized(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         return doubly_normalized_map(scores, mix, sink)
 
     return _single_map_kind(attention, x, head_map)
+
+
+def sigmoid(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """A_ij = σ(S_ij + b) for j ≤ i and 0 for j > i, entry by entry; no row normalisation."""
+
+    def head_map(h, scores):
+        length = scores.shape[0]
+        zero = scores.new_zeros(())
+        rows = [
+            torch.stack([1 / (1 + torch.exp(-(scores[i, j] + attention.bias))) if j <= i else zero for j in range(length)])
+            for i in range(length)
+        ]
+        return torch.stack(rows)
+
+    return _single_map_kind(attention, x, head_map)
+
+
+PLAIN_FORMULAS = {
+    "vanilla": vanilla,
+    "differential": differential,
+    "differential_v2": differential_v2,
+    "doubly_normalized": doubly_normalized,
+    "sigmoid": sigmoid,
+}
+
+
+def plain_formula(kind: str):
+    """The transcription of `kind`; a registered kind without one fails the test that needs it."""
+    if kind not in PLAIN_FORMULAS:
+        pytest.fail(
+            f"attention kind {kind!r} has no plain formula: write one in tests/plain_formulas.py "
+            f"and add it to PLAIN_FORMULAS (docs/adding-an-attention-kind.md)"
+        )
+    return PLAIN_FORMULAS[kind]

@@ -5,17 +5,13 @@ import math
 import plain_formulas as plain
 import pytest
 import torch
-from conftest import ATTENTION_VARIANTS, small_model
+from conftest import ATTENTION_VARIANTS, KINDS, small_model
+from plain_formulas import plain_formula
 from reference_diffattn import ReferenceMultiheadDiffAttn
 
 from diffformer import ModelConfig, Transformer, capture_attention
-
-PLAIN = {
-    "vanilla": plain.vanilla,
-    "differential": plain.differential,
-    "differential_v2": lambda attention, x: (plain.differential_v2(attention, x), None),
-    "doubly_normalized": plain.doubly_normalized,
-}
+from diffformer.model.attention import AttentionCall, kind_entry
+from diffformer.model.capture import AttentionCapture, Rows
 
 
 @pytest.mark.parametrize("variant", ATTENTION_VARIANTS)
@@ -25,37 +21,64 @@ def test_attention_equals_plain_formula(variant, position, n_kv_heads):
     model = small_model(ATTENTION_VARIANTS[variant], position, n_kv_heads)
     attention = model.blocks[1].attention  # layer 1: λ_init differs from layer 0's
     x = torch.randn(2, 11, 32)
-    expected, _ = PLAIN[model.config.attention.kind](attention, x)
+    expected, _ = plain_formula(model.config.attention.kind)(attention, x)
     with torch.no_grad():
         actual = attention(x)
     assert actual.shape == (2, 11, 32)
     torch.testing.assert_close(actual.double(), expected, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["vanilla", "differential", "doubly_normalized", "doubly_normalized_no_sink"])
+@pytest.mark.parametrize("variant", ATTENTION_VARIANTS)
 @pytest.mark.parametrize("position", ["rope", "alibi"])
 def test_captured_maps_equal_plain_maps(variant, position):
     model = small_model(ATTENTION_VARIANTS[variant], position, n_kv_heads=2)
     attention = model.blocks[1].attention
     x = torch.randn(2, 11, 32)
-    _, plain_maps = PLAIN[model.config.attention.kind](attention, x)
-    with torch.no_grad(), capture_attention(model, query_positions=[10, 3, 7]) as capture:
-        attention(x)
-    maps = capture.maps[1]
+    _, plain_maps = plain_formula(model.config.attention.kind)(attention, x)
     rows = [10, 3, 7]
+    capture = AttentionCapture(rows)
+    with torch.no_grad():
+        attention(x, AttentionCall(capture=capture))
+    maps = capture.maps[1]
     for b in range(2):
         for h, head_maps in enumerate(plain_maps[b]):
-            if model.config.attention.kind == "differential":
-                a1, a2 = head_maps
-                lam = plain.differential_lambda(attention)
+            if isinstance(head_maps, tuple):  # the differential kinds: (A1, A2, λ)
+                a1, a2, lam = head_maps
+                lam = lam[rows] if lam.dim() else lam
                 torch.testing.assert_close(maps.differential.a1[b, h].double(), a1[rows], atol=1e-5, rtol=1e-4)
                 torch.testing.assert_close(maps.differential.a2[b, h].double(), a2[rows], atol=1e-5, rtol=1e-4)
-                torch.testing.assert_close(maps.differential.lam.double(), lam, atol=1e-6, rtol=1e-5)
+                captured_lam = maps.differential.lam if maps.differential.lam.dim() == 0 else maps.differential.lam[b, h]
+                torch.testing.assert_close(captured_lam.double(), lam.squeeze(-1), atol=1e-6, rtol=1e-5)
                 expected = a1[rows] - lam * a2[rows]
             else:
                 expected = head_maps[rows]
             torch.testing.assert_close(maps.weights[b, h].double(), expected, atol=1e-5, rtol=1e-4)
     assert maps.query_positions.tolist() == rows
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_captured_rows_are_what_the_registry_declares(kind):
+    """Distributions sum to 1 and are non-negative; signed rows sum to 1 − λ; unnormalised rows are
+    non-negative with no sum; the capture labels each map with its kind's declaration."""
+    model = small_model({"kind": kind}).eval()
+    with torch.no_grad(), capture_attention(model) as capture:
+        model(torch.randint(0, 37, (2, 13)))
+    declared = kind_entry(kind).rows
+    for maps in capture.maps.values():
+        assert maps.rows == declared
+        sums = maps.weights.sum(-1)
+        if declared == Rows.DISTRIBUTION:
+            assert (maps.weights >= 0).all()
+            torch.testing.assert_close(sums, torch.ones_like(sums))
+        elif declared == Rows.SIGNED:
+            lam = maps.differential.lam
+            torch.testing.assert_close(sums, (1 - lam).expand_as(sums) if lam.dim() == 0 else 1 - lam)
+        else:
+            assert declared == Rows.UNNORMALISED and (maps.weights >= 0).all()
+            assert not torch.allclose(sums, torch.ones_like(sums))
+    with torch.no_grad(), capture_attention(small_model({"kind": kind}, uniform_attention=True)) as uniform:
+        uniform.maps.clear()
+    assert uniform.rows == Rows.DISTRIBUTION, "the uniform control's rows are distributions whatever the kind"
 
 
 def test_capture_does_not_change_the_output_and_is_released():
@@ -70,7 +93,7 @@ def test_capture_does_not_change_the_output_and_is_released():
     torch.testing.assert_close(after, before)
     assert set(capture.maps) == {0}
     assert capture.maps[0].weights.shape == (2, 4, 1, 13)
-    assert all(block.attention.recorder is None for block in model.blocks)
+    assert model.instruments.capture is None, "released after the block"
 
 
 def test_reference_differential_state_dict_loads_strictly_and_matches():

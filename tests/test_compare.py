@@ -1,6 +1,7 @@
 """Recipe variants and the comparison of runs."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 from diffformer.cli import app
 from diffformer.comparison import RunRecord, compare_records
 from diffformer.errors import RecipeError
-from diffformer.recipe import expand_variants
+from diffformer.recipe import Recipe, expand_variants
 from diffformer.recipe.variants import variant_label
 
 runner = CliRunner()
@@ -74,17 +75,17 @@ def test_variants_train_skip_finished_and_end_with_a_comparison(tmp_path):
     assert len(json.loads(again.stdout)["columns"]) == 2, "the sweep's own comparison folder is passed over"
 
 
-def _record(name, loss, loss_se, seed=0, task="mqar", kind="vanilla"):
+def _record(name, loss, loss_se, seed=0, task="mqar", kind="vanilla", attention=(), train=()):
     recipe = {
         "name": name,
         "seed": seed,
-        "model": {"attention": {"kind": kind}},
+        "model": {"attention": {"kind": kind, **dict(attention)}},
         "data": {"task": task},
-        "train": {"steps": 10},
+        "train": {"steps": 10, **dict(train)},
     }
     return RunRecord(
         path=name,
-        recipe=recipe,
+        recipe=Recipe.model_validate(recipe),
         step=10,
         tokens_seen=100,
         parameters=1000,
@@ -156,10 +157,9 @@ def test_columns_that_shared_keys_leave_alike_are_told_apart_by_the_keys_only_so
     """λ_init {exp, constant 0.8, constant 0.5}: 'value' is unset for exp, yet it alone separates the constants."""
     records = []
     for name, schedule in (("exp", {"schedule": "exp"}), ("c8", {"schedule": "constant", "value": 0.8})):
-        records.append(_record(name, 1.0, 0.1, kind="differential"))
-        records[-1].recipe["model"]["attention"]["lambda_init"] = schedule
-    records.append(_record("c5", 1.0, 0.1, kind="differential"))
-    records[-1].recipe["model"]["attention"]["lambda_init"] = {"schedule": "constant", "value": 0.5}
+        records.append(_record(name, 1.0, 0.1, kind="differential", attention={"lambda_init": schedule}))
+    constant = {"lambda_init": {"schedule": "constant", "value": 0.5}}
+    records.append(_record("c5", 1.0, 0.1, kind="differential", attention=constant))
     columns = compare_records(records).columns
     assert columns == ["schedule=exp", "schedule=constant, value=0.8", "schedule=constant, value=0.5"]
     plain = compare_records([_record("a", 1.0, 0.1), _record("b", 1.0, 0.1, kind="doubly_normalized")]).columns
@@ -170,8 +170,7 @@ def test_best_of_collapses_a_swept_learning_rate_to_each_kinds_best_and_names_it
     records = []
     for kind, losses in (("vanilla", {0.001: 1.0, 0.003: 0.7, 0.01: 0.9}), ("differential", {0.001: 0.8, 0.003: 1.1})):
         for lr, loss in losses.items():
-            records.append(_record(f"{kind}-{lr}", loss, 0.01, kind=kind))
-            records[-1].recipe["train"]["lr"] = lr
+            records.append(_record(f"{kind}-{lr}", loss, 0.01, kind=kind, train={"lr": lr}))
     comparison = compare_records(records, best_of="train.lr", by="loss")
     assert comparison.columns == ["kind=vanilla, lr=0.003", "kind=differential, lr=0.001"]
     loss = next(row for row in comparison.rows if row.section == "eval" and row.name == "loss")
@@ -189,8 +188,8 @@ def test_best_of_by_steps_to_learn_prefers_more_seeds_learning_then_fewer_steps(
     stopped = {0.001: [None, None], 0.003: [300, 200], 0.01: [150, None]}  # None: never reached the threshold
     for lr, steps in stopped.items():
         for seed, step in enumerate(steps):
-            records.append(_record(f"v-{lr}-{seed}", 0.1, 0.01, seed=seed))
-            records[-1].recipe["train"].update(lr=lr, early_stop={"metric": "exact_match", "at_least": 0.99})
+            early_stop = {"metric": "exact_match", "at_least": 0.99}
+            records.append(_record(f"v-{lr}-{seed}", 0.1, 0.01, seed=seed, train={"lr": lr, "early_stop": early_stop}))
             records[-1].stopped_early_at = step
     comparison = compare_records(records, best_of="train.lr", by="steps_to_learn")
     assert comparison.runs_per_column == [["v-0.003-0", "v-0.003-1"]]
@@ -200,10 +199,12 @@ def test_best_of_by_steps_to_learn_prefers_more_seeds_learning_then_fewer_steps(
     rows = {row.name: row.values for row in compare_records(records).rows}
     assert rows["reached early stop (share of seeds)"] == [0.0, 1.0, 0.5]
     assert rows["steps to learn (early stop; seeds that reached it)"] == [None, 250.0, 150.0]
-    for record in records:
-        record.recipe["train"].pop("early_stop")
+    without_early_stop = [
+        replace(r, recipe=r.recipe.model_copy(update={"train": r.recipe.train.model_copy(update={"early_stop": None})}))
+        for r in records
+    ]
     with pytest.raises(Exception, match="steps_to_learn needs runs trained with train.early_stop"):
-        compare_records(records, best_of="train.lr", by="steps_to_learn")
+        compare_records(without_early_stop, best_of="train.lr", by="steps_to_learn")
 
 
 def test_a_column_of_seeds_is_never_more_certain_than_its_runs():

@@ -145,7 +145,7 @@ def test_focus_runs_are_refused_in_one_line(tmp_path):
     (tmp_path / "focus.yaml").write_text(yaml.safe_dump(recipe))
     assert runner.invoke(app, ["train", str(tmp_path / "focus.yaml")]).exit_code == 0
     result = runner.invoke(app, ["export", str(tmp_path / "focus"), str(tmp_path / "hf")])
-    assert result.exit_code != 0 and "focus-task model is not a language model" in result.output
+    assert result.exit_code != 0 and "focus-lab run" in result.output and "only language models export" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "hf").exists()
 
 

@@ -217,7 +217,7 @@ def test_focus_runs_evaluate_compare_and_refuse_probes_in_one_line(tmp_path):
     assert compared.exit_code == 0, compared.output
     assert (tmp_path / "c" / "dynamics.png").is_file()
     probed = runner.invoke(app, ["probe", str(tmp_path / "soft")])
-    assert probed.exit_code != 0 and "focus-task run" in probed.output and "Traceback" not in probed.output
+    assert probed.exit_code != 0 and "focus-lab run" in probed.output and "Traceback" not in probed.output
     bad = _focus_recipe(tmp_path, "v2", {"objective": "soft"})
     recipe = yaml.safe_load(bad.read_text())
     recipe["model"]["attention"] = {"kind": "differential_v2"}

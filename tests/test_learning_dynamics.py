@@ -5,10 +5,11 @@ import json
 
 import pytest
 import torch
-from conftest import ATTENTION_VARIANTS, small_model
+from conftest import ATTENTION_VARIANTS, KINDS, small_model
 from test_dynamics import _tiny
 
 from diffformer import ModelConfig, Transformer
+from diffformer.model.attention import AttentionCall
 from diffformer.data.copying import CopyTask
 from diffformer.data.mqar import MqarTask
 from diffformer.dynamics.milestones import crossing_steps, learned
@@ -17,7 +18,6 @@ from diffformer.model.forcing import force_attention
 from diffformer.probes.ktiw import ktiw
 from diffformer.probes.retrieval import AnswerAttention
 
-KINDS = ["vanilla", "differential", "differential_v2", "doubly_normalized"]
 
 
 @pytest.mark.parametrize(
@@ -52,14 +52,12 @@ def test_forcing_replaces_only_the_forced_rows_by_the_value_alone(variant):
     # At the layer: the forced row is the residual projection of the value at 3 alone (differential V1:
     # of the pair's value of width 2d after its sub-layer norm and (1 − λ_init), as for any row).
     attention, x = model.blocks[0].attention, torch.randn(2, 12, 32)
-    attention.forced_keys = keys
-    out = attention(x)
-    attention.forced_keys = None
+    out = attention(x, AttentionCall(forced_keys=keys))
     value = attention.v_proj(x)[:, 3]
     if ATTENTION_VARIANTS[variant]["kind"] == "differential":
         value = attention.subln(value.view(2, attention.n_pairs, -1)).flatten(1) * (1 - attention.lambda_init)
     torch.testing.assert_close(out[:, 8], attention.residual_projection(value), rtol=1e-5, atol=1e-6)
-    assert model.blocks[0].attention.forced_keys is None, "released after the block"
+    assert model.instruments.forced_keys is None, "released after the block"
     with pytest.raises(ValueError, match="causal"):
         with force_attention(model, torch.full_like(tokens, 11)):
             pass

@@ -75,4 +75,4 @@ def _describe(group, key: str, settings_of, families) -> str:
     others = [json.loads(k) for k in families]
     mine = {k: v for k, v in settings_of(group[0]).items() if k != key}
     telling = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in mine.items() if any(o.get(k) != v for o in others)]
-    return ", ".join(telling) or group[0].recipe.get("name", "the runs")
+    return ", ".join(telling) or group[0].recipe.name

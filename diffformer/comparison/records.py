@@ -2,18 +2,20 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.probes.results import ProbeReport
+from diffformer.recipe import Recipe
 from diffformer.run_folder import DYNAMICS_FILE, MODEL_FILE, read_probe
 
 
 @dataclass
 class RunRecord:
     path: Path
-    recipe: dict
+    recipe: Recipe
     step: int
     tokens_seen: int
     parameters: int
@@ -27,17 +29,22 @@ class RunRecord:
     stopped_early_at: int | None = None  # train.early_stop met at this step (steps to learn)
     folder_name: str | None = None  # the run folder's name, which names its column
 
+    @cached_property
+    def settings(self) -> dict:
+        """The recipe as plain data (resolved, as a run folder stores it): what comparisons tell runs apart by."""
+        return self.recipe.stored()
+
     @property
     def stops_early(self) -> bool:
         """Trained with train.early_stop, so stopped_early_at says whether and when it learned."""
-        return bool(self.recipe.get("train", {}).get("early_stop"))
+        return self.recipe.train.early_stop is not None
 
     @property
     def finished(self) -> bool:
         """Trained to its recipe's train.steps, or stopped early at its threshold (a summary exists only then)."""
         if self.final_loss is None:
             return False
-        return self.stopped_early_at is not None or self.step >= self.recipe.get("train", {}).get("steps", self.step)
+        return self.stopped_early_at is not None or self.step >= self.recipe.train.steps
 
 
 def load_run(path: Path | str) -> RunRecord:
@@ -51,17 +58,17 @@ def load_run(path: Path | str) -> RunRecord:
     curve = [record for record in folder.read_log() if record.get("step", 0) <= loaded.step]
     return RunRecord(
         path=Path(path),
-        recipe=loaded.recipe,
+        recipe=loaded.trained_recipe(),
         step=loaded.step,
         tokens_seen=loaded.tokens_seen,
         parameters=loaded.model.num_parameters(),
-        wall_seconds=summary.get("wall_seconds"),
-        final_loss=summary.get("final_loss"),
-        eval=summary.get("eval", {}),
+        wall_seconds=None if summary is None else summary.wall_seconds,
+        final_loss=None if summary is None else summary.final_loss,
+        eval={} if summary is None else summary.eval,
         curve=curve,
         probe=_probe_report(loaded.path),
         model_file=loaded.path,
-        stopped_early_at=summary.get("stopped_early_at"),
+        stopped_early_at=None if summary is None else summary.stopped_early_at,
         folder_name=folder.path.name,
         dynamics=[record for record in folder.read_log(DYNAMICS_FILE) if record.get("step", 0) <= loaded.step],
     )

@@ -97,12 +97,12 @@ def _settings_label(group: list[RunRecord], differences: dict, index: int) -> st
     columns = len(next(iter(differences.values()), []))
     names = [tuple(parts(c, shared)) for c in range(columns)]
     keys = differences if len(set(names)) < len(names) else shared
-    return ", ".join(parts(index, keys)) or group[0].recipe.get("name", str(group[0].path))
+    return ", ".join(parts(index, keys)) or group[0].recipe.name
 
 
 def _compared_settings(record: RunRecord) -> dict:
     """What defines a run's results, except its seed: runs equal in these are seeds of one variant."""
-    return {k: v for k, v in defining_settings(record.recipe).items() if k not in UNCOMPARED_KEYS}
+    return {k: v for k, v in defining_settings(record.settings).items() if k not in UNCOMPARED_KEYS}
 
 
 def _aggregate(values: list, standard_errors: list | None) -> tuple[float | None, float | None]:
@@ -134,7 +134,7 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
         if any(v is not None for v in values):
             rows.append(Row(section, name, values, errors))
 
-    same_data = len({json.dumps(g[0].recipe["data"], sort_keys=True) for g in columns}) == 1
+    same_data = len({json.dumps(g[0].settings["data"], sort_keys=True) for g in columns}) == 1
     add("run", "parameters", lambda r: r.parameters, exact=True)
     add("run", "tokens seen", lambda r: r.tokens_seen, exact=True)
     add("run", "wall time (s)", lambda r: r.wall_seconds)

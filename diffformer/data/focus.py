@@ -1,6 +1,6 @@
 """The focus task (Vashisht & Ramaswamy 2023): which of m segments carries the label? (docs/formulas.md §14)"""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -23,6 +23,7 @@ class FocusTask(SyntheticTask):
     """
 
     task: Literal["focus"]
+    marks_sources: ClassVar[bool] = False  # a label per example, no answer positions
     segments: int = Field(5, ge=2, le=MAX_COUNT, description="m: segments per example.")
     classes: int = Field(3, ge=2, le=MAX_COUNT, description="Labels, each with its own token pool.")
     distractors: int = Field(3, ge=1, le=MAX_COUNT, description="Distractor classes the background is drawn from.")

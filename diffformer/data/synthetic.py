@@ -6,6 +6,8 @@ seed see the same prompts. Sequences follow next-token prediction: targets[t] is
 token position t must predict, IGNORE where the position is not scored.
 """
 
+from typing import ClassVar
+
 import numpy as np
 
 from diffformer.data.batch import Batch, example_rng
@@ -20,6 +22,9 @@ def lengths_of(value: SeqLen) -> list[int]:
 
 class SyntheticTask(Section):
     """Shared fields: `seq_len` is one length or a list; with a list each batch draws one (mixed lengths)."""
+
+    # Batches mark each answer's source (Batch.evidence): what KTIW and the source measurements need.
+    marks_sources: ClassVar[bool] = True
 
     @property
     def max_length(self) -> int:

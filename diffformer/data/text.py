@@ -11,7 +11,7 @@ import hashlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -35,6 +35,7 @@ class TextTask(Section):
     """Language modelling on text from exactly one of: a local `path`, a hub `dataset`, or a `builtin` corpus."""
 
     task: Literal["text"]
+    marks_sources: ClassVar[bool] = False  # next-token prediction on text: no answer positions
     path: Path | None = Field(
         None,
         description="Local .txt, .jsonl, .json, .parquet or .csv file, a folder of them, or a glob (data/*.txt).",

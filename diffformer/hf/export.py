@@ -19,18 +19,22 @@ from diffformer.errors import RecipeError
 from diffformer.hf.llama import llama_config, llama_weights
 from diffformer.hf.remote_code import copy_remote_code, remote_config, remote_weights
 from diffformer.metrics import uncertainty_text
+from diffformer.model.attention.registry import kind_entry, kinds_with
 
 
 def is_llama(config) -> bool:
-    """True when the standard Llama layout expresses the model exactly."""
-    return config.attention.kind == "vanilla" and config.position == "rope" and not config.uniform_attention
+    """True when the standard Llama layout expresses the model exactly (its kind's registry entry says when)."""
+    return kind_entry(config.attention.kind).llama_layout and config.position == "rope" and not config.uniform_attention
 
 
 def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
     """Write the Hugging Face folder; returns its files and the layout used ("llama" or "remote code")."""
     loaded = load_trained_model(path)
-    if loaded.task == "focus":
-        raise RecipeError(f"cannot export {loaded.path}: a focus-task model is not a language model")
+    loaded.experiment.refuse("export", loaded.path)
+    kind = loaded.model.config.attention.kind
+    if not kind_entry(kind).exports:
+        exported = ", ".join(kinds_with(lambda entry: entry.exports))
+        raise RecipeError(f"cannot export {loaded.path}: the exported modelling code knows {exported}, not {kind}")
     if output.exists() and not output.is_dir():
         raise RecipeError(f"export folder {output} is a file; choose a new folder")
     if output.exists() and any(output.iterdir()):
@@ -61,9 +65,9 @@ def model_card(loaded, llama: bool) -> str:
     """README.md for the hub: what the model is, how to load it, what it scored, the recipe it was trained with."""
     import yaml
 
-    config, recipe = loaded.model.config, loaded.recipe
+    config, recipe = loaded.model.config, loaded.stored_recipe
     remote = "" if llama else ", trust_remote_code=True"
-    scores = loaded.summary.get("eval", {})
+    scores = loaded.summary.eval if loaded.summary is not None else {}
     metrics = [name for name in ("loss", "accuracy", "exact_match", "perplexity", "bits_per_byte") if name in scores]
     lines = [
         "---",

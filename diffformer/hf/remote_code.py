@@ -16,11 +16,9 @@ REMOTE_FILES = ("configuration_diffformer.py", "modeling_diffformer.py")
 
 
 def remote_config(config) -> dict:
-    """config.json for DiffformerForCausalLM, from a run's ModelConfig."""
+    """config.json for DiffformerForCausalLM, from a run's ModelConfig: the kind's options as it exports them
+    (`AttentionKindConfig.exported_options`), which the modelling code reads without defaults."""
     attention = config.attention
-    lambda_init = None
-    if attention.kind == "differential":
-        lambda_init = [attention.lambda_init.value_at(layer) for layer in range(config.n_layers)]
     return {
         "architectures": ["DiffformerForCausalLM"],
         "model_type": "diffformer",
@@ -31,9 +29,7 @@ def remote_config(config) -> dict:
         **transformers_shape(config),
         "position": config.position,
         "attention_kind": attention.kind,
-        "lambda_init": lambda_init,
-        "sink": getattr(attention, "sink", True),
-        "mix": getattr(attention, "mix", 1.0),
+        "attention_options": attention.exported_options(config),
         "uniform_attention": config.uniform_attention,
         "tie_word_embeddings": False,
         "use_cache": False,

@@ -7,16 +7,20 @@ Usage::
     maps = capture.maps[layer]        # AttentionMaps
     maps.weights                      # (B, heads, P, T) effective attention
 
-Every attention module has a `recorder` attribute that is None outside this context,
-so an ordinary forward pass pays one attribute check and never builds a T×T map.
-Inside it, each kind's pure map function (`Attention.record_maps`) computes the
-explicit maps only at the requested query positions, so long contexts can be probed
-without T×T memory per layer.
+The context hands the capture to the model (`Transformer.instruments`), which passes it to each
+chosen layer in that layer's AttentionCall; outside it no layer gets one, so an ordinary forward
+pass never builds a T×T map. Inside it, each kind's map function (`Attention.record_maps`)
+computes the explicit maps only at the requested query positions, so long contexts can be
+probed without T×T memory per layer.
+
+What the rows of a map are depends on the kind (`Rows`, declared in the attention registry):
+measurements that need a share read each row as |w| / Σ|w| (docs/formulas.md §6).
 """
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 
 import torch
 from torch import nn
@@ -39,30 +43,42 @@ class DifferentialParts:
         return DifferentialParts(self.a1.detach().float(), self.a2.detach().float(), self.lam.detach().float())
 
 
+class Rows(str, Enum):
+    """What the rows of a kind's effective map are (each kind declares it in the attention registry)."""
+
+    DISTRIBUTION = "distribution"  # non-negative, each row sums to 1 (softmax, doubly normalized)
+    SIGNED = "signed"  # may be negative, rows sum to 1 − λ (differential: A1 − λ·A2)
+    UNNORMALISED = "unnormalised"  # non-negative, no row constraint (sigmoid)
+
+
 @dataclass
 class AttentionMaps:
     """What one layer's attention did at the captured query positions.
 
     weights: (B, heads, P, T) the effective attention each head applies to the
-        values. Rows sum to 1 for vanilla and doubly normalized attention; for
-        differential it is A1 − λ·A2 (rows sum to 1 − λ, entries may be negative).
+        values; what its rows are is `rows` (a distribution for vanilla and doubly
+        normalized attention; for differential A1 − λ·A2, signed, summing to 1 − λ;
+        for sigmoid σ(S + b), non-negative with no row constraint).
     logits: name -> (B, maps, P, T) scaled q·k/√d_head before normalisation, −inf
         on future keys ("logits" for one map; "logits1"/"logits2" for differential).
     query_positions: (P,) the query positions (non-negative) the rows belong to.
     differential: A1, A2 and λ for the differential kinds, else None.
+    rows: filled in by the capture from the model's kind (the uniform control's rows are distributions).
     """
 
     weights: torch.Tensor
     logits: dict[str, torch.Tensor]
     query_positions: torch.Tensor
     differential: DifferentialParts | None = None
+    rows: Rows = Rows.DISTRIBUTION
 
 
 class AttentionCapture:
     """Collects AttentionMaps per layer index during a captured forward pass."""
 
-    def __init__(self, query_positions: Sequence[int] | None = None):
+    def __init__(self, query_positions: Sequence[int] | None = None, rows: Rows = Rows.DISTRIBUTION):
         self.requested_positions = None if query_positions is None else list(query_positions)
+        self.rows = rows
         self.maps: dict[int, AttentionMaps] = {}
 
     def positions(self, length: int, device: torch.device) -> torch.Tensor:
@@ -81,18 +97,20 @@ class AttentionCapture:
             logits={name: t.detach().float() for name, t in maps.logits.items()},
             query_positions=maps.query_positions.detach(),
             differential=None if maps.differential is None else maps.differential.detached(),
+            rows=self.rows,
         )
 
 
 def causal_logits(
-    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, alibi_slopes: torch.Tensor | None = None
+    q_rows: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, alibi_slopes: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Scaled scores of the queries at `positions` against all keys (plus ALiBi's bias), −inf on future keys.
+    """Scaled scores of query rows at `positions` against keys 0..K−1 (plus ALiBi's bias), −inf on future keys.
 
-    q, k: (B, heads, T, d_head) -> (B, heads, P, T), float32; alibi_slopes: (heads,) or None.
+    q_rows: (B, heads, P, d_head), the queries at `positions` (P,); k: (B, heads, K, d_head)
+    -> (B, heads, P, K), float32; alibi_slopes: (heads,) or None.
     """
-    scale = q.shape[-1] ** -0.5
-    scores = (q[:, :, positions].float() @ k.float().transpose(-1, -2)) * scale
+    scale = q_rows.shape[-1] ** -0.5
+    scores = (q_rows.float() @ k.float().transpose(-1, -2)) * scale
     if alibi_slopes is not None:
         scores = scores + alibi_bias(alibi_slopes, positions, k.shape[-2])
     future = torch.arange(k.shape[-2], device=k.device)[None, :] > positions[:, None]
@@ -110,16 +128,16 @@ def capture_attention(
     query_positions: which query rows to keep (None = every position; negative
     indices count from the end, so [-1] is the last token).
     """
-    capture = AttentionCapture(query_positions)
+    from diffformer.model.attention.registry import row_semantics  # the registry imports every kind
+
+    capture = AttentionCapture(query_positions, row_semantics(model.config))
     chosen = set(range(len(model.blocks))) if layers is None else set(layers)
     unknown = chosen - set(range(len(model.blocks)))
     if unknown:
         raise ValueError(f"layers {sorted(unknown)} do not exist; the model has {len(model.blocks)} layers")
-    attentions = [model.blocks[i].attention for i in sorted(chosen)]
-    for attention in attentions:
-        attention.recorder = capture
+    before = model.instruments
+    model.instruments = replace(before, capture=capture, capture_layers=frozenset(chosen))
     try:
         yield capture
     finally:
-        for attention in attentions:
-            attention.recorder = None
+        model.instruments = before

@@ -13,6 +13,7 @@ Forcing row t changes only what position t and later positions compute.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -24,11 +25,9 @@ def force_attention(model: nn.Module, keys: torch.Tensor) -> Iterator[None]:
     positions = torch.arange(keys.shape[-1], device=keys.device)
     if bool((keys > positions).any()):
         raise ValueError("a forced key lies after its query: attention is causal")
-    attentions = [block.attention for block in model.blocks]
-    for attention in attentions:
-        attention.forced_keys = keys
+    before = model.instruments  # the model hands the keys to every layer in its AttentionCall
+    model.instruments = replace(before, forced_keys=keys)
     try:
         yield
     finally:
-        for attention in attentions:
-            attention.forced_keys = None
+        model.instruments = before

@@ -5,13 +5,16 @@ Every attention kind uses the same blocks; only `block.attention` differs.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from diffformer.model.attention.registry import ATTENTION_KINDS
+from diffformer.model.attention.base import AttentionCall
+from diffformer.model.attention.registry import kind_entry
+from diffformer.model.capture import AttentionCapture
 from diffformer.model.config import ModelConfig
 from diffformer.model.decoding import DecodingCache
 from diffformer.model.heads import make_heads_identical
@@ -38,14 +41,25 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer_index: int, rotary: RotaryEmbedding | None):
         super().__init__()
         self.attention_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.attention = ATTENTION_KINDS[config.attention.kind](config, layer_index, rotary)
+        self.attention = kind_entry(config.attention.kind).module(config, layer_index, rotary)
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x)))
+    def forward(self, x: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), call))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """What a probe attaches to the model's forward passes: set only by `capture_attention` (model/capture.py)
+    and `force_attention` (model/forcing.py), for the duration of their block; each layer receives its share
+    in its AttentionCall."""
+
+    capture: AttentionCapture | None = None
+    capture_layers: frozenset[int] = frozenset()
+    forced_keys: torch.Tensor | None = None  # (B, T) for every layer
 
 
 class Transformer(nn.Module):
@@ -67,7 +81,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        self._activation_checkpointing = False
+        self.activation_checkpointing = False  # set by training (train.activation_checkpointing)
+        self.instruments = Instruments()
         self._initialise()
 
     def _initialise(self) -> None:
@@ -102,17 +117,6 @@ class Transformer(nn.Module):
                 nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
             nn.init.normal_(block.mlp.down.weight, std=matrix_std(block.mlp.down.in_features) / depth_scale)
 
-    @property
-    def activation_checkpointing(self) -> bool:
-        """Set by training (train.activation_checkpointing): blocks keep only their input for backward."""
-        return self._activation_checkpointing
-
-    @activation_checkpointing.setter
-    def activation_checkpointing(self, on: bool) -> None:
-        self._activation_checkpointing = on
-        for block in self.blocks:
-            block.attention.recomputed = on
-
     def forward(self, tokens: torch.Tensor, cache: DecodingCache | None = None) -> torch.Tensor:
         """Logits of every position; with a `cache`, `tokens` continue the sequence the cache holds
         (model/decoding.py) and the cache grows by them."""
@@ -128,17 +132,24 @@ class Transformer(nn.Module):
             x = x + self.position_embedding(torch.arange(past, end, device=tokens.device))
         x = self.dropout(x)
         recompute = self.activation_checkpointing and torch.is_grad_enabled()
-        try:
-            for index, block in enumerate(self.blocks):
-                block.attention.cache = None if cache is None else cache.layer(index)
-                # Non-reentrant checkpointing restores the RNG state, so dropout masks match on recomputation.
-                x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
-        finally:
-            for block in self.blocks:
-                block.attention.cache = None
+        for index, block in enumerate(self.blocks):
+            call = self.attention_call(index, past, cache, recompute)
+            # Non-reentrant checkpointing restores the RNG state, so dropout masks match on recomputation.
+            x = checkpoint(block, x, call, use_reentrant=False) if recompute else block(x, call)
         if cache is not None:
             cache.length = end
         return self.lm_head(self.final_norm(x))
+
+    def attention_call(self, index: int, past: int, cache: DecodingCache | None, recompute: bool) -> AttentionCall:
+        """What layer `index` needs besides its input in this forward: positions, cache, probes' instruments."""
+        instruments = self.instruments
+        return AttentionCall(
+            offset=past,
+            cache=None if cache is None else cache.layer(index),
+            capture=instruments.capture if index in instruments.capture_layers else None,
+            forced_keys=instruments.forced_keys,
+            recomputed=recompute,
+        )
 
     def attention_penalty(self) -> torch.Tensor | None:
         """The mean over layers of what their attention adds to the training loss after a training forward

@@ -213,7 +213,7 @@ def attention_pictures(
 
     if (prompt is None) == (example is None):
         raise RecipeError("give exactly one of --prompt TEXT and --example N")
-    loaded, tokenizer = load_for_sampling(path, device)
+    loaded, tokenizer = load_for_sampling(path, device, command="attention")
     model = loaded.model.eval()
     model_device = next(model.parameters()).device
     if prompt is not None:
@@ -221,7 +221,7 @@ def attention_pictures(
         source = f"prompt {prompt[:40]!r}"
     else:
         data = prepare_data(loaded.data_config())
-        ids = data.batch(loaded.recipe.get("seed", 0), "val", example, 1).inputs[0].tolist()
+        ids = data.batch(loaded.trained_recipe().seed, "val", example, 1).inputs[0].tolist()
         source = f"held-out example {example}"
     loaded.check_length(len(ids))
     labels = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in ids]

@@ -7,12 +7,10 @@ measurement is a type error rather than a silent "–".
 import dataclasses
 import math
 import statistics
-import types
-import typing
 from dataclasses import dataclass, field
 
 from diffformer.errors import CheckpointError
-from diffformer.strict_json import json_ready
+from diffformer.strict_json import from_json, json_ready
 
 RULER_THRESHOLD = 0.856  # RULER's effective-length threshold
 
@@ -133,35 +131,8 @@ class ProbeReport:
     @classmethod
     def from_dict(cls, data: dict, source: str = "probe.json") -> "ProbeReport":
         try:
-            return _build(cls, data)
+            return from_json(cls, data)
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(
                 f"{source} is not a probe report this diffformer reads; run `diffformer probe` again"
             ) from None
-
-
-def _build(annotation, data):
-    """Rebuild `annotation` (a dataclass, container or scalar type) from JSON data, converting dict keys."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if data is None:
-            if type(None) in args:
-                return None
-            raise ValueError("missing value")
-        return _build(next(a for a in args if a is not type(None)), data)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(data, dict):
-            raise TypeError(f"expected an object for {annotation.__name__}")
-        hints = typing.get_type_hints(annotation)
-        known = {f.name for f in dataclasses.fields(annotation)}
-        return annotation(**{name: _build(hints[name], value) for name, value in data.items() if name in known})
-    if origin is dict:
-        key_type, value_type = args
-        return {key_type(k): _build(value_type, v) for k, v in data.items()}
-    if origin is list:
-        return [_build(args[0], v) for v in data]
-    if annotation is float and isinstance(data, (int, float)):
-        return float(data)
-    if annotation in (int, str, float) and not isinstance(data, annotation):
-        raise TypeError(f"expected {annotation.__name__}")
-    return data

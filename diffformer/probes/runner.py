@@ -30,11 +30,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     settings.check()
     device = resolve_device(settings.device)
     loaded = load_trained_model(path, device)
-    if loaded.task == "focus":
-        raise RecipeError(
-            f"{loaded.path} is a focus-task run: it is measured while training (RUN/dynamics.jsonl, "
-            "diffformer dynamics) and by diffformer eval; the probes read language models"
-        )
+    loaded.experiment.refuse("probe", loaded.path)
     model = loaded.model.eval()
     report = ProbeReport(str(loaded.path), loaded.step, model.config.attention.kind, settings.seed)
     report.settings = settings.model_dump(exclude={"device"})
@@ -42,7 +38,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     if source is None:
         report.notes.append(
             f"the retrieval and attention probes need a model trained on needle, mqar or text data; "
-            f"this one was trained on {loaded.recipe['data']['task']}"
+            f"this one was trained on {loaded.task}"
         )
         return _finish(report, output_dir)
     longest = model.config.max_seq_len if model.config.position == "learned" else None
@@ -51,7 +47,7 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
         loaded.check_length(length)
     with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
         _measure(report, model, source, lengths, settings, device, on_cell)
-    if loaded.is_latest and loaded.recipe.get("trackers"):
+    if loaded.is_latest and loaded.recipe is not None and loaded.recipe.trackers:
         report.notes += log_probe_summary(loaded.recipe, loaded.folder, loaded.step, report.scalars())
     return _finish(report, output_dir)
 

@@ -15,9 +15,9 @@ from pydantic import Field, model_validator
 from diffformer.data import DataConfig
 from diffformer.dynamics.tracker import TrackSettings
 from diffformer.errors import RecipeError
+from diffformer.experiments import experiment_for
 from diffformer.focus.objectives import FocusSettings
 from diffformer.model.config import ModelConfig
-from diffformer.model.focus import FOCUS_SCORERS
 from diffformer.probes.settings import ProbeSettings
 from diffformer.sections import MAX_SEED, Section
 from diffformer.training.config import EvalConfig, TrainConfig
@@ -67,15 +67,11 @@ class Recipe(Section):
                 f"model.vocab_size ({self.model.vocab_size}) is smaller than the {self.data.task} "
                 f"task's {task_vocab} token ids"
             )
-        if self.focus is not None and self.data.task != "focus":
-            raise ValueError(f"a focus: section needs data.task focus (got {self.data.task})")
-        if self.data.task == "focus" and self.model.attention.kind not in FOCUS_SCORERS:
+        experiment_for(self.data).check_recipe(self)
+        if self.track is not None and self.track.ktiw and not self.data.marks_sources:
             raise ValueError(
-                f"the focus task scores segments with {', '.join(FOCUS_SCORERS)} attention, "
-                f"not {self.model.attention.kind}"
+                f"track.ktiw needs a task that marks each answer's source (copy, mqar, needle), not {self.data.task}"
             )
-        if self.track is not None and self.track.ktiw and self.data.task in ("text", "focus"):
-            raise ValueError("track.ktiw needs a task that marks each answer's source (copy, mqar, needle), not text")
         return self
 
     @property

@@ -17,14 +17,13 @@ from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_w
 from diffformer.data import prepare_data
 from diffformer.devices import pick_device, resolve_precision
 from diffformer.dynamics.figure import draw_dynamics
+from diffformer.experiments import experiment_for
 from diffformer.errors import RecipeError
-from diffformer.model.build import build_model
 from diffformer.recipe import Recipe
 from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
 from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, RunFolder
 from diffformer.training import distributed
 from diffformer.training.listeners import StepLogWriter, TrainingListener, notify
-from diffformer.training.objective import objective_for
 from diffformer.training.optimizer import build_optimizer
 from diffformer.training.trackers import check_trackers_installed, tracker_listeners
 from diffformer.training.trainer import Interrupted, Trainer, TrainResult
@@ -69,9 +68,10 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
     recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": precision})})
     resolved = recipe.model_copy(update={"model": model_config, "output": folder.path})
     torch.manual_seed(recipe.seed)
-    if info.distributed and not objective_for(recipe.data.task, recipe.focus).distributed:
+    experiment = experiment_for(recipe.data)
+    if info.distributed and not experiment.objective(recipe.focus).distributed:
         raise RecipeError(f"the {recipe.data.task} task trains in one process; run it without torchrun")
-    model = build_model(model_config, resolved.stored()["data"]).to(device)
+    model = experiment.build_model(model_config, resolved.stored()["data"]).to(device)
     model.activation_checkpointing = recipe.train.activation_checkpointing
     parallel = distributed.Parallelism(recipe.train.parallel, info, device)
     with folder.lock() if info.is_main else nullcontext():
@@ -147,26 +147,11 @@ def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_fro
 def finished_result(folder: RunFolder, recipe: Recipe) -> TrainResult | None:
     """The result of a run that already trained `recipe`'s steps, from its summary; None if it has not."""
     summary = folder.read_summary()
-    stopped_early = summary is not None and summary.get("stopped_early_at") is not None
-    if (
-        summary is None
-        or not summary.get("finished")
-        or (summary.get("steps", 0) < recipe.train.steps and not stopped_early)
-    ):
+    if summary is None or not summary.finished:
         return None
-    return TrainResult(
-        folder.path,
-        recipe.name,
-        summary["steps"],
-        summary["tokens_seen"],
-        summary["parameters"],
-        summary["wall_seconds"],
-        summary["final_loss"],
-        summary["steps"],
-        summary["eval"],
-        already_finished=True,
-        stopped_early_at=summary.get("stopped_early_at"),
-    )
+    if summary.steps < recipe.train.steps and summary.stopped_early_at is None:
+        return None
+    return TrainResult.already_trained(folder.path, summary)
 
 
 def check_run_folder(recipe: Recipe, folder: RunFolder, resume: bool, retrain: bool) -> bool:

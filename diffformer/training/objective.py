@@ -1,12 +1,11 @@
 """What a run's model is trained and scored on: next-token prediction, or the focus task's objective.
 
 Both give the trainer the same three things: loss(model, outputs, batch, step), evaluate(...) for the
-eval cadence and `diffformer eval`, and tracker(...) for a recipe's `track:` section.
+eval cadence and `diffformer eval`, and tracker(...) for a recipe's `track:` section. Which one a run
+uses is its experiment's (experiments.py).
 """
 
 from diffformer.dynamics.tracker import AttentionTracker
-from diffformer.focus.measures import FocusObjective
-from diffformer.focus.objectives import FocusSettings
 from diffformer.metrics import evaluate, scored_loss
 
 
@@ -26,9 +25,3 @@ class LanguageModelling:
     def tracker(self, settings, model, data, device, precision) -> AttentionTracker:
         return AttentionTracker(settings, model, data, device, precision)
 
-
-def objective_for(task: str, focus: dict | FocusSettings | None):
-    """The objective of a run, from its data task and its `focus:` section (as stored or validated)."""
-    if task != "focus":
-        return LanguageModelling()
-    return FocusObjective(focus if isinstance(focus, FocusSettings) else FocusSettings.model_validate(focus or {}))

@@ -131,10 +131,10 @@ def _wandb_run(wandb, settings: WandbSettings, folder: RunFolder, name: str, rec
     )
 
 
-def log_probe_summary(recipe: dict, folder: RunFolder, step: int, scalars: dict[str, float]) -> list[str]:
-    """Add a probe summary to the trackers a run's recipe names, at the run's step; returns notes on
-    trackers that could not be reached (a probe on a machine without the package still succeeds)."""
-    settings = TrackerSettings.model_validate(recipe.get("trackers") or {})
+def log_probe_summary(recipe, folder: RunFolder, step: int, scalars: dict[str, float]) -> list[str]:
+    """Add a probe summary to the trackers a run's recipe (a validated Recipe) names, at the run's step; returns
+    notes on trackers that could not be reached (a probe on a machine without the package still succeeds)."""
+    settings = recipe.trackers or TrackerSettings()
     notes = []
     if settings.tensorboard:
         try:
@@ -151,7 +151,7 @@ def log_probe_summary(recipe: dict, folder: RunFolder, step: int, scalars: dict[
         except ImportError:
             notes.append("trackers.wandb: wandb is not installed here; the probe summary was not logged")
         else:
-            run = _wandb_run(wandb, settings.wandb, folder, recipe.get("name", folder.path.name), recipe)
+            run = _wandb_run(wandb, settings.wandb, folder, recipe.name, recipe.stored())
             run.summary.update(scalars)  # W&B's history only moves forward; a summary holds after-training values
             run.finish()
     return notes

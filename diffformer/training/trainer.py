@@ -19,12 +19,12 @@ import torch
 from diffformer.checkpoint import save_checkpoint
 from diffformer.devices import PeakFlops, autocast_for, peak_flops
 from diffformer.errors import CompileFailed, DiffformerError, TrainingDiverged, first_line
+from diffformer.experiments import experiment_for
 from diffformer.model.flops import training_flops_per_token
 from diffformer.recipe import Recipe
-from diffformer.run_folder import RunFolder
+from diffformer.run_folder import RunFolder, RunSummary
 from diffformer.training import distributed
 from diffformer.training.listeners import StepReport, notify
-from diffformer.training.objective import objective_for
 from diffformer.training.optimizer import learning_rate
 
 
@@ -49,20 +49,36 @@ class TrainResult:
     throughput: dict = field(default_factory=dict)  # this session's tokens/s and MFU, and the peak used
     stopped_early_at: int | None = None  # train.early_stop: the step whose evaluation met the threshold
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         """What RUN/summary.json records."""
-        return {
-            "name": self.name,
-            "finished": True,
-            "steps": self.steps,
-            "tokens_seen": self.tokens_seen,
-            "parameters": self.parameters,
-            "wall_seconds": self.wall_seconds,
-            "final_loss": self.final_loss,
-            "eval": self.eval,
-            "throughput": self.throughput,
-            "stopped_early_at": self.stopped_early_at,
-        }
+        return RunSummary(
+            name=self.name,
+            steps=self.steps,
+            tokens_seen=self.tokens_seen,
+            parameters=self.parameters,
+            wall_seconds=self.wall_seconds,
+            final_loss=self.final_loss,
+            eval=self.eval,
+            throughput=self.throughput,
+            stopped_early_at=self.stopped_early_at,
+        )
+
+    @classmethod
+    def already_trained(cls, run_dir: Path, summary: RunSummary) -> "TrainResult":
+        """The result of a run that finished before, read back from its summary."""
+        return cls(
+            run_dir,
+            summary.name,
+            summary.steps,
+            summary.tokens_seen,
+            summary.parameters,
+            summary.wall_seconds,
+            summary.final_loss,
+            summary.steps,
+            summary.eval,
+            already_finished=True,
+            stopped_early_at=summary.stopped_early_at,
+        )
 
 
 class _Throughput:
@@ -102,7 +118,7 @@ class Trainer:
             self.forward_model = torch.compile(self.forward_model)
         self.interrupted = False
         self.flops_per_token: dict[int, int] = {}  # by sequence length
-        self.objective = objective_for(recipe.data.task, recipe.focus)
+        self.objective = experiment_for(recipe.data).objective(recipe.focus)
         self.tracker = None
         if recipe.track is not None and parallel.measures_here:
             self.tracker = self.objective.tracker(recipe.track, model, data, self.device, self.config.precision)

@@ -1,4 +1,5 @@
-"""A diffformer model for Hugging Face transformers (trust_remote_code): every attention kind, written plainly.
+"""A diffformer model for Hugging Face transformers (trust_remote_code): every attention kind it names
+(IMPLEMENTED_KINDS), written plainly.
 
 Shipped verbatim into every exported folder beside configuration_diffformer.py; it imports only torch and
 transformers, so a folder on the hub loads without diffformer installed. Each attention map is built as an
@@ -74,15 +75,31 @@ class Maps:
     def softmax(self, scores):
         return self.uniform_rows() if self.uniform else scores.softmax(-1)
 
-    def doubly_normalized(self, scores, mix, sink):
-        """A_ij = softmax_{j ≤ i}(S_ij − m·C_ij), C_ij = log(Σ_{j ≤ i' ≤ i} exp S_i'j [+ exp b_h])."""
-        if self.uniform:
-            return self.softmax(scores)
-        column = scores.logcumsumexp(dim=-2)  # masked entries are −inf, so row i' < j adds nothing
-        if sink is not None:
-            column = torch.logaddexp(column, sink.float()[None, :, None, None])
-        logits = (scores - mix * column).masked_fill(~self.visible, float("-inf"))
-        return logits.softmax(-1)
+
+def softmax_map(attention, scores, maps: Maps):
+    """Vanilla: A_ij = softmax_{j ≤ i} S_ij."""
+    return scores.softmax(-1)
+
+
+def doubly_normalized_map(attention, scores, maps: Maps):
+    """A_ij = softmax_{j ≤ i}(S_ij − m·C_ij), C_ij = log(Σ_{j ≤ i' ≤ i} exp S_i'j [+ exp b_h])."""
+    column = scores.logcumsumexp(dim=-2)  # masked entries are −inf, so row i' < j adds nothing
+    if attention.sink_logit is not None:
+        column = torch.logaddexp(column, attention.sink_logit.float()[None, :, None, None])
+    mix = attention.options["mix"]
+    if attention.mix_logit is not None:
+        mix = torch.sigmoid(attention.mix_logit.float())[:, None, None]
+    logits = (scores - mix * column).masked_fill(~maps.visible, float("-inf"))
+    return logits.softmax(-1)
+
+
+def sigmoid_map(attention, scores, maps: Maps):
+    """Sigmoid attention: A_ij = σ(S_ij + b) for j ≤ i (σ(−∞) = 0 on future keys), rows not normalised."""
+    return torch.sigmoid(scores + attention.options["bias"])
+
+
+# The kinds with one map per head this file implements: kind -> its map from the scores (B, h, T, T).
+SINGLE_MAP_KINDS = {"vanilla": softmax_map, "doubly_normalized": doubly_normalized_map, "sigmoid": sigmoid_map}
 
 
 def heads(x, count: int):
@@ -96,20 +113,21 @@ def joined(x):
 
 
 class SingleMapAttention(nn.Module):
-    """Vanilla softmax and doubly-normalized attention: one map per head over its key/value group."""
+    """One map per head over its key/value group (SINGLE_MAP_KINDS): out = A·V per head, mixed by out_proj."""
 
     def __init__(self, config: DiffformerConfig):
         super().__init__()
         self.config, self.d_head = config, config.hidden_size // config.num_attention_heads
         self.heads, self.groups = config.num_attention_heads, config.num_key_value_heads
+        self.options = config.attention_options
+        self.map = SINGLE_MAP_KINDS[config.attention_kind]
         self.q_proj = nn.Linear(config.hidden_size, self.heads * self.d_head, bias=False)
         self.k_proj = nn.Linear(config.hidden_size, self.groups * self.d_head, bias=False)
         self.v_proj = nn.Linear(config.hidden_size, self.groups * self.d_head, bias=False)
         self.out_proj = nn.Linear(self.heads * self.d_head, config.hidden_size, bias=False)
-        self.doubly_normalized = config.attention_kind == "doubly_normalized"
-        if self.doubly_normalized:
-            self.sink_logit = nn.Parameter(torch.zeros(self.heads)) if config.sink else None
-            self.mix_logit = nn.Parameter(torch.zeros(self.heads)) if config.mix == "learned" else None
+        if config.attention_kind == "doubly_normalized":
+            self.sink_logit = nn.Parameter(torch.zeros(self.heads)) if self.options["sink"] else None
+            self.mix_logit = nn.Parameter(torch.zeros(self.heads)) if self.options["mix"] == "learned" else None
 
     def forward(self, x, maps: Maps):
         per_group = self.heads // self.groups
@@ -119,11 +137,7 @@ class SingleMapAttention(nn.Module):
         if self.config.position == "rope":
             q, k = rotate(q), rotate(k)
         scores = maps.scores(q, k, alibi_slope_list(self.heads))
-        if not self.doubly_normalized:
-            weights = maps.softmax(scores)
-        else:
-            mix = self.config.mix if self.mix_logit is None else torch.sigmoid(self.mix_logit.float())[:, None, None]
-            weights = maps.doubly_normalized(scores, mix, self.sink_logit)
+        weights = maps.uniform_rows() if maps.uniform else self.map(self, scores, maps)
         return self.out_proj(joined(weights.to(v.dtype) @ v))
 
 
@@ -141,7 +155,7 @@ class DifferentialAttention(nn.Module):
         self.k_proj = nn.Linear(width, 2 * self.kv_pairs * self.d_head, bias=False)
         self.v_proj = nn.Linear(width, 2 * self.kv_pairs * self.d_head, bias=False)
         self.out_proj = nn.Linear(2 * self.pairs * self.d_head, width, bias=False)
-        self.lambda_init = config.lambda_init[layer]
+        self.lambda_init = config.attention_options["lambda_init_per_layer"][layer]
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             nn.Parameter(torch.zeros(self.d_head)) for _ in range(4)
         )
@@ -213,16 +227,25 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+def attention_for(config: DiffformerConfig, layer: int) -> nn.Module:
+    """The attention of layer `layer`; a kind this file was not written for is an error, never a fallback."""
+    if config.attention_kind == "differential":
+        return DifferentialAttention(config, layer)
+    if config.attention_kind == "differential_v2":
+        return DifferentialV2Attention(config)
+    if config.attention_kind in SINGLE_MAP_KINDS:
+        return SingleMapAttention(config)
+    raise ValueError(f"this modelling code implements {', '.join(IMPLEMENTED_KINDS)}, not {config.attention_kind!r}")
+
+
+IMPLEMENTED_KINDS = ("differential", "differential_v2", *SINGLE_MAP_KINDS)
+
+
 class Block(nn.Module):
     def __init__(self, config: DiffformerConfig, layer: int):
         super().__init__()
         self.attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        if config.attention_kind == "differential":
-            self.attention = DifferentialAttention(config, layer)
-        elif config.attention_kind == "differential_v2":
-            self.attention = DifferentialV2Attention(config)
-        else:
-            self.attention = SingleMapAttention(config)
+        self.attention = attention_for(config, layer)
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
 

@@ -1,28 +1,35 @@
 """What every attention kind shares: its contract with the transformer block.
 
-A kind is a subclass of `Attention` plus a pydantic config class with a literal
-`kind` field; registering both in `registry.py` is all it takes to add one.
+A kind is a subclass of `Attention` plus a pydantic config class with a literal `kind` field, declared
+by one entry in `registry.py` (docs/adding-an-attention-kind.md walks through adding one).
+
 The contract:
-- forward: (B, T, d_model) -> (B, T, d_model), causal, applying rotary itself;
-- maps: one pure function of the layer's q, k (and the kind's own extras) and the
-  query positions, returning AttentionMaps, passed to `record_maps` in forward;
-- initialise: the kind owns the initialisation of its parameters (the default
-  covers plain projection matrices);
-- forcing: forward passes what its map produced, per output head, through `forced`
-  with the values those heads read, so a probe can replace chosen rows by one-hot
-  attention (model/forcing.py).
+- forward(x, call): (B, T, d_model) -> (B, T, d_model), causal. `call` (an AttentionCall) is everything
+  one forward needs beyond x — where x's tokens sit (after a decoding cache's), the layer's decoding
+  cache, an active capture, forced keys, whether the block is being recomputed. The Transformer builds
+  it for every layer of every forward; `attention(x)` alone is a plain pass over positions 0..T−1.
+- A forward honours the call through the helpers here, so no kind re-implements them: `rotate` (rotary
+  at the call's positions), `keys_and_values` (the cache), `causal_attention` (SDPA with the causal mask
+  and ALiBi), `forced` (forced keys and the uniform control) and `record_maps` (capture).
+  Kinds with one map per head subclass `SingleMapAttention`, which does all of that; such a kind supplies
+  only `map_weights` (its formula: scores -> weights) and, for speed, may override `attend`.
+- maps: a function of the layer's q, k (and the kind's extras) and the query positions returning
+  AttentionMaps, passed to `record_maps`.
+- position biases: with ALiBi a kind lays out one slope per map it computes (`set_alibi_slopes`).
+- initialise: the kind owns the initialisation of its parameters (the default covers plain matrices).
 """
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from diffformer.model.capture import AttentionCapture, AttentionMaps
+from diffformer.model.capture import AttentionCapture, AttentionMaps, causal_logits
 from diffformer.model.decoding import LayerCache
-from diffformer.model.position import RotaryEmbedding, alibi_bias
+from diffformer.model.position import RotaryEmbedding, alibi_bias, alibi_slopes
 from diffformer.sections import Section
 
 if TYPE_CHECKING:
@@ -39,13 +46,39 @@ class AttentionKindConfig(Section):
     def check_model(self, model: "ModelConfig") -> None:
         """Raise ValueError if this kind cannot be built with `model`'s shape."""
 
+    def exported_options(self, model: "ModelConfig") -> dict:
+        """The kind's options as the exported modelling code reads them (config.json's `attention`):
+        every option by default; a kind adds what it derives from the model (per-layer values)."""
+        return self.model_dump(mode="json", exclude={"kind"})
+
+
+class AttentionCall(NamedTuple):
+    """What one forward of one attention layer needs beyond its input x (B, T, d_model).
+
+    offset: tokens before x's first, so x holds positions offset … offset+T−1 (a decoding cache's length).
+    cache: this layer's decoding cache (model/decoding.py); the forward extends it by x's keys and values.
+    capture: record explicit maps at the capture's query rows (model/capture.py); never during cached steps.
+    forced_keys: (B, T) the key each of x's rows attends to alone, −1 where a row is left as computed
+        (model/forcing.py).
+    recomputed: the block runs inside activation checkpointing (train.activation_checkpointing).
+    """
+
+    offset: int = 0
+    cache: LayerCache | None = None
+    capture: AttentionCapture | None = None
+    forced_keys: torch.Tensor | None = None
+    recomputed: bool = False
+
+    def query_positions(self, length: int, device) -> torch.Tensor:
+        """(length,) the absolute positions of x's tokens."""
+        return torch.arange(self.offset, self.offset + length, device=device)
+
+
+PLAIN_CALL = AttentionCall()
+
 
 class Attention(nn.Module):
-    """Causal self-attention: (B, T, d_model) -> (B, T, d_model).
-
-    Applies the model's rotary position encoding itself (when the model uses it) and
-    reports explicit maps to `recorder` when a capture is active.
-    """
+    """Causal self-attention: (B, T, d_model) -> (B, T, d_model)."""
 
     config_class: ClassVar[type[AttentionKindConfig]]
 
@@ -56,49 +89,44 @@ class Attention(nn.Module):
         self.d_head = model.d_model // model.n_heads
         self.layer_index = layer_index
         self.rotary = rotary
-        self.recorder: AttentionCapture | None = None
         self.uses_alibi = model.position == "alibi"
-        # Set by the model while its blocks are activation-checkpointed (recomputed in backward).
-        self.recomputed = False
         # The uniform-attention control: the kind's map is computed (its parameters exist) but not applied.
         self.uniform = model.uniform_attention
         self.output_heads = self.n_heads  # heads whose outputs are mixed (differential V1: its pairs)
-        # Set by the model during a cached (incremental) forward pass: model/decoding.py.
-        self.cache: LayerCache | None = None
-        # Set by model/forcing.py only: (B, T) key each query row must attend to alone, −1 = as computed.
-        self.forced_keys: torch.Tensor | None = None
         # Non-persistent: derived from the config, so checkpoints do not carry it.
         self.register_buffer("alibi_slopes", None, persistent=False)
 
     def set_alibi_slopes(self, slopes: torch.Tensor) -> None:
-        """With position `alibi`: the slope of each query head as this kind lays its heads out for SDPA."""
+        """With position `alibi`: the slope of each map this kind computes, in the order it lays them out."""
         if self.uses_alibi:
             self.alibi_slopes = slopes
 
     def position_bias(self, query_positions: torch.Tensor, keys: int) -> torch.Tensor | None:
-        """ALiBi's bias for every query head (heads, P, keys), or None without ALiBi."""
+        """ALiBi's bias for every map (maps, P, keys), or None without ALiBi."""
         return None if self.alibi_slopes is None else alibi_bias(self.alibi_slopes, query_positions, keys)
 
-    def causal_attention(self, q, k, v, scale: float | None = None) -> torch.Tensor:
-        """Causal SDPA of (B, heads, T, d) tensors, with ALiBi's bias when the model uses it.
+    def rotate(self, call: AttentionCall, *heads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Apply rotary position encoding to (B, heads, T, d_head) tensors at the call's positions."""
+        if self.rotary is None:
+            return heads
+        return tuple(self.rotary(h, call.offset) for h in heads)
 
-        During a cached forward, q, k, v are the new positions': k and v join the cache and the new
-        queries attend to every cached key up to their own position."""
-        if self.cache is not None:
-            past = self.cache.length
-            k, v = self.cache.extend(k, v)
-            queries = torch.arange(past, past + q.shape[-2], device=q.device)
-            seen = torch.arange(k.shape[-2], device=q.device)[None, :] <= queries[:, None]
-            bias = self.position_bias(queries, k.shape[-2])
-            mask = torch.zeros_like(seen, dtype=torch.float32) if bias is None else bias
-            mask = mask.masked_fill(~seen, float("-inf")).to(q.dtype)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        length = q.shape[-2]
-        bias = self.position_bias(torch.arange(length, device=q.device), length)
-        if bias is None:
+    def keys_and_values(self, k: torch.Tensor, v: torch.Tensor, call: AttentionCall):
+        """The new positions' keys and values -> those of every position x's queries may see (the cache's
+        first, which the cache keeps); (B, heads, K, width) each."""
+        return (k, v) if call.cache is None else call.cache.extend(k, v)
+
+    def causal_attention(self, q, k, v, call: AttentionCall, scale: float | None = None) -> torch.Tensor:
+        """SDPA of queries q (B, heads, T, d) at the call's positions against keys and values (B, heads, K, ·)
+        of positions 0..K−1 (see keys_and_values): key j ≤ query position i, plus ALiBi's bias."""
+        length, keys = q.shape[-2], k.shape[-2]
+        queries = call.query_positions(length, q.device)
+        bias = self.position_bias(queries, keys)
+        if bias is None and call.offset == 0 and keys == length:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        mask = bias.masked_fill(future, float("-inf")).to(q.dtype)
+        future = torch.arange(keys, device=q.device)[None, :] > queries[:, None]
+        mask = torch.zeros(length, keys, device=q.device) if bias is None else bias
+        mask = mask.masked_fill(future, float("-inf")).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
     @property
@@ -138,43 +166,106 @@ class Attention(nn.Module):
         projection = self.residual_projection
         nn.init.normal_(projection.weight, std=matrix_std(projection.in_features) / residual_scale)
 
-    def record_maps(self, maps_of: Callable[..., AttentionMaps], q: torch.Tensor, *inputs) -> None:
-        """If a capture is active, record maps_of(q, *inputs, positions=the requested query rows).
+    def record_maps(self, call: AttentionCall, maps_of: Callable[..., AttentionMaps], q: torch.Tensor, *inputs):
+        """If the call carries a capture, record maps_of(q, *inputs, positions=the requested query rows).
 
         q: (B, heads, T, d_head); `inputs` are whatever else the kind's map function needs.
         """
-        if self.recorder is not None and self.cache is None:  # maps read whole sequences, not cached steps
-            positions = self.recorder.positions(q.shape[-2], q.device)
+        if call.capture is not None and call.cache is None:  # maps read whole sequences, not cached steps
+            positions = call.capture.positions(q.shape[-2], q.device)
             if self.uniform:
                 maps = uniform_maps(q.shape[0], self.output_heads, positions, q.shape[-2])
             else:
                 maps = maps_of(q, *inputs, positions=positions)
-            self.recorder.record(self.layer_index, maps)
+            call.capture.record(self.layer_index, maps)
 
     def penalty(self) -> torch.Tensor | None:
         """A term this layer adds to the training loss, from its last training forward (None: nothing)."""
         return None
 
-    def forced(self, attended: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """`attended` (B, heads, T, w), except rows whose `forced_keys` entry s ≥ 0 become values[:, :, s]:
-        what one-hot attention on s would give. values: (B, heads, T, w), the values each output head reads.
+    def forced(self, attended: torch.Tensor, values: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        """`attended` (B, heads, T, w), the rows of x's positions, except rows whose forced key s ≥ 0 become
+        values[:, :, s]: what one-hot attention on s gives. values: (B, heads, K, w), the values each output
+        head reads at every position 0..K−1 the rows can see (a decoding cache's included).
         Under the uniform-attention control every row first becomes the mean of the values it can see."""
         if self.uniform:
-            seen = torch.arange(1, values.shape[2] + 1, device=values.device, dtype=torch.float32)
-            attended = (values.float().cumsum(2) / seen[:, None]).to(attended.dtype)
-        keys = self.forced_keys
+            length = attended.shape[2]
+            seen = call.query_positions(length, values.device).float() + 1
+            running_sum = values.float().cumsum(2)[:, :, call.offset : call.offset + length]
+            attended = (running_sum / seen[:, None]).to(attended.dtype)
+        keys = call.forced_keys
         if keys is None:
             return attended
         index = keys.clamp_min(0)[:, None, :, None].expand(-1, values.shape[1], -1, values.shape[-1])
         one_hot_rows = values.gather(2, index).to(attended.dtype)
         return torch.where((keys >= 0)[:, None, :, None], one_hot_rows, attended)
 
-    def rotate(self, *heads: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Apply rotary position encoding to (B, heads, T, d_head) tensors, if the model uses it."""
-        if self.rotary is None:
-            return heads
-        offset = 0 if self.cache is None else self.cache.length
-        return tuple(self.rotary(h, offset) for h in heads)
+
+class SingleMapAttention(Attention):
+    """A kind with one map per head over its key/value group, out = A·V per head, heads mixed by out_proj.
+
+    Projections, grouped-query attention, rotary, the decoding cache, forcing, capture and the uniform
+    control live here. A kind supplies `map_weights` — its formula on explicit scores — and may override
+    `attend` (a faster path: fused kernels, blocks) and `maps` (when a row depends on more than its scores).
+    """
+
+    query_block: int = 128  # rows per block of the explicit path: memory ~ block × T, not T²
+
+    def __init__(self, model, layer_index, rotary):
+        super().__init__(model, layer_index, rotary)
+        d_model = model.d_model
+        self.q_proj = nn.Linear(d_model, self.n_heads * self.d_head, bias=False)
+        self.k_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
+        self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
+        self.out_proj = nn.Linear(self.n_heads * self.d_head, d_model, bias=False)
+        self.set_alibi_slopes(alibi_slopes(self.n_heads))
+
+    @property
+    def residual_projection(self) -> nn.Linear:
+        return self.out_proj
+
+    def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
+        q = split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
+        k = split_heads(self.k_proj(x), self.n_kv_heads)  # (B, G, T, d)
+        v = split_heads(self.v_proj(x), self.n_kv_heads)
+        q, k = self.rotate(call, q, k)
+        k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
+        k, v = self.keys_and_values(k, v, call)  # (B, H, K, d): every key the queries may see
+        out = self.forced(self.attend(q, k, v, call), v, call)
+        self.record_maps(call, self.maps, q, k)
+        return self.out_proj(merge_heads(out.to(x.dtype)))
+
+    def map_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """The kind's formula: rows of weights (…, P, K) from scaled scores q·k/√d (+ ALiBi), float32,
+        −inf on keys after each row's query."""
+        raise NotImplementedError
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        """A·V for x's queries q (B, H, T, d) against every visible key and value (B, H, K, d).
+
+        Default: explicit maps from `map_weights`, query block by query block; under autograd each block
+        is recomputed in backward, so memory stays linear in T."""
+        recompute = torch.is_grad_enabled() and not torch.compiler.is_compiling() and not call.recomputed
+        outputs = []
+        for start in range(0, q.shape[-2], self.query_block):
+            end = min(start + self.query_block, q.shape[-2])
+            last_key = call.offset + end  # a query block sees keys up to its last row
+            block = (q[:, :, start:end], k[:, :, :last_key], v[:, :, :last_key], call.offset + start)
+            if recompute:
+                outputs.append(checkpoint(self._explicit_rows, *block, use_reentrant=False))
+            else:
+                outputs.append(self._explicit_rows(*block))
+        return torch.cat(outputs, dim=2)
+
+    def _explicit_rows(self, q_rows, k_prefix, v_prefix, first_position: int) -> torch.Tensor:
+        positions = torch.arange(first_position, first_position + q_rows.shape[-2], device=q_rows.device)
+        weights = self.map_weights(causal_logits(q_rows, k_prefix, positions, self.alibi_slopes))
+        return weights.to(v_prefix.dtype) @ v_prefix
+
+    def maps(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+        """The rows at `positions`; q, k: (B, H, T, d) -> weights (B, H, P, T) and the scores as "logits"."""
+        logits = causal_logits(q[:, :, positions], k, positions, self.alibi_slopes)
+        return AttentionMaps(self.map_weights(logits), {"logits": logits}, positions)
 
 
 def uniform_maps(batch: int, heads: int, positions: torch.Tensor, keys: int) -> AttentionMaps:

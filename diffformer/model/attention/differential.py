@@ -17,13 +17,16 @@ from pydantic import Field
 from torch import nn
 
 from diffformer.model.attention.base import (
+    PLAIN_CALL,
     Attention,
+    AttentionCall,
     AttentionKindConfig,
     merge_heads,
     repeat_kv_groups,
     split_heads,
 )
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
+from diffformer.model.focus_scoring import FocusScorer
 from diffformer.model.norm import RMSNorm
 from diffformer.model.position import alibi_slopes
 from diffformer.sections import Section
@@ -60,6 +63,11 @@ class DifferentialConfig(AttentionKindConfig):
         description="Weight of a training penalty on how alike each pair's two maps are: the mean cosine "
         "between A1 and A2 rows over layers, pairs and queries (0 = off; builds the T×T maps while training).",
     )
+
+    def exported_options(self, model) -> dict:
+        # The exported code reads each layer's λ_init rather than re-deriving the schedule.
+        lambda_init = [self.lambda_init.value_at(layer) for layer in range(model.n_layers)]
+        return {**super().exported_options(model), "lambda_init_per_layer": lambda_init}
 
     def check_model(self, model) -> None:
         if model.n_heads % 2:
@@ -122,12 +130,12 @@ class DifferentialAttention(Attention):
         second = torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float()))
         return first - second + self.lambda_init
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
         batch, length, _ = x.shape
         P, G, d = self.n_pairs, self.n_kv_pairs, self.d_head
         q = split_heads(self.q_proj(x), self.n_heads)  # (B, 2P, T, d), sub-head 2p+s
         k = split_heads(self.k_proj(x), self.n_kv_heads)  # (B, 2G, T, d)
-        q, k = self.rotate(q, k)
+        q, k = self.rotate(call, q, k)
         v = split_heads(self.v_proj(x), G)  # (B, G, T, 2d)
         # One SDPA call serves both maps: heads are regrouped "map-major" ([all first maps,
         # all second maps]) so GQA's grouping sends map s of pair p to key head s of its group.
@@ -135,29 +143,29 @@ class DifferentialAttention(Attention):
         # unchanged (scale stays 1/√d), and is faster on CPU than splitting V into halves
         # (benchmarks/differential_layout.py). Writing into the padded buffer does the regroup.
         q_wide = _map_major_padded(q, P)  # (B, 2P, T, 2d)
-        k_wide = _map_major_padded(k, G)  # (B, 2G, T, 2d)
-        v_both = v.repeat(1, 2, 1, 1)  # (B, 2G, T, 2d): both maps read the same V
+        k_wide, v = self.keys_and_values(_map_major_padded(k, G), v, call)  # (B, 2G, K, 2d), (B, G, K, 2d)
+        v_both = v.repeat(1, 2, 1, 1)  # (B, 2G, K, 2d): both maps read the same V
         attended = self.causal_attention(
-            q_wide, repeat_kv_groups(k_wide, 2 * P), repeat_kv_groups(v_both, 2 * P), scale=d**-0.5
+            q_wide, repeat_kv_groups(k_wide, 2 * P), repeat_kv_groups(v_both, 2 * P), call, scale=d**-0.5
         )
         maps_out = attended.view(batch, 2, P, length, 2 * d)  # (B, map, pair, T, 2d)
         lam = self.lambda_value()
         # Forcing makes the effective map A1 − λ·A2 one-hot: the pair's output is its value alone.
-        diff = self.forced(maps_out[:, 0] - lam * maps_out[:, 1], repeat_kv_groups(v, P))
+        diff = self.forced(maps_out[:, 0] - lam * maps_out[:, 1], repeat_kv_groups(v, P), call)
         heads = self.subln(diff) * (1 - self.lambda_init)
         if self.similarity_penalty and self.training:
             every_query = torch.arange(length, device=x.device)
             parts = differential_maps(q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes, every_query)
             self.pair_similarity = F.cosine_similarity(parts.differential.a1, parts.differential.a2, dim=-1).mean()
         # Views only: the key groups are expanded inside the map function, so nothing is copied unless captured.
-        self.record_maps(differential_maps, q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes)
+        self.record_maps(call, differential_maps, q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes)
         return self.out_proj(merge_heads(heads.to(x.dtype)))
 
 
 def differential_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
     """A1, A2 and A1 − λ·A2 at `positions`; q: (B, 2P, T, d), k: (B, 2G, T, d) key groups, both map-major
     (all first maps, then all second)."""
-    logits = causal_logits(q, repeat_kv_groups(k, q.shape[1]), positions, slopes)  # (B, 2P, P_q, T), map-major
+    logits = causal_logits(q[:, :, positions], repeat_kv_groups(k, q.shape[1]), positions, slopes)  # (B, 2P, P_q, T)
     logits1, logits2 = logits.chunk(2, dim=1)
     first, second = logits1.softmax(-1), logits2.softmax(-1)
     return AttentionMaps(
@@ -174,3 +182,25 @@ def _map_major_padded(heads: torch.Tensor, pairs: int) -> torch.Tensor:
     padded = heads.new_zeros(batch, 2, pairs, length, 2 * d)
     padded[..., :d] = heads.view(batch, pairs, 2, length, d).transpose(1, 2)
     return padded.view(batch, 2 * pairs, length, 2 * d)
+
+
+class DifferentialScorer(FocusScorer):
+    """The focus lab's map (docs/formulas.md §14): softmax(s₁) − λ·softmax(s₂), two queries of width d/2,
+    λ re-parameterised as in V1 with λ_init at layer 0."""
+
+    def __init__(self, config):
+        super().__init__(config, queries=2)
+        half = config.d_model // 2
+        self.lambda_init = config.attention.lambda_init.value_at(0)
+        self.lambda_vectors = nn.Parameter(torch.randn(4, half) * 0.1)  # λ_q1, λ_k1, λ_q2, λ_k2
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        first, second = self.scores(features).softmax(-1).unbind(1)
+        q1, k1, q2, k2 = self.lambda_vectors
+        lam = torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
+        return first - lam * second
+
+    def distribution(self, weights: torch.Tensor) -> torch.Tensor:
+        """The signed map's positive part, renormalised."""
+        positive = weights.clamp_min(0)
+        return positive / positive.sum(-1, keepdim=True).clamp_min(1e-12)

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from diffformer.model.attention.base import (
+    PLAIN_CALL,
     Attention,
+    AttentionCall,
     AttentionKindConfig,
     merge_heads,
     repeat_kv_groups,
@@ -44,16 +46,17 @@ class DifferentialV2Attention(Attention):
     def residual_projection(self) -> nn.Linear:
         return self.o_proj
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
         q = split_heads(self.q_proj(x), 2 * self.n_heads)  # (B, 2H, T, d)
         k = split_heads(self.k_proj(x), self.n_kv_heads)
         v = split_heads(self.v_proj(x), self.n_kv_heads)
-        q, k = self.rotate(q, k)
+        q, k = self.rotate(call, q, k)
         k, v = repeat_kv_groups(k, 2 * self.n_heads), repeat_kv_groups(v, 2 * self.n_heads)
-        attn = self.causal_attention(q, k, v)  # (B, 2H, T, d)
+        k, v = self.keys_and_values(k, v, call)  # (B, 2H, K, d)
+        attn = self.causal_attention(q, k, v, call)  # (B, 2H, T, d)
         lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
-        out = self.forced(attn[:, 0::2] - lam * attn[:, 1::2], v[:, 0::2])
-        self.record_maps(differential_v2_maps, q, k, lam, self.alibi_slopes)
+        out = self.forced(attn[:, 0::2] - lam * attn[:, 1::2], v[:, 0::2], call)
+        self.record_maps(call, differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.o_proj(merge_heads(out.to(x.dtype)))
 
     def per_head_parameters(self):
@@ -76,7 +79,7 @@ class DifferentialV2Attention(Attention):
 
 def differential_v2_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
     """Maps at `positions`; q, k: (B, 2H, T, d) with the pair of head h at 2h, 2h+1; lam: (B, H, T, 1)."""
-    logits = causal_logits(q, k, positions, slopes)  # (B, 2H, P, T)
+    logits = causal_logits(q[:, :, positions], k, positions, slopes)  # (B, 2H, P, T)
     probs = logits.softmax(-1)
     lam_at = lam[:, :, positions]  # (B, H, P, 1)
     return AttentionMaps(

@@ -19,19 +19,15 @@ partitioner chooses what to keep for backward.
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from diffformer.model.attention.base import (
-    Attention,
-    AttentionKindConfig,
-    merge_heads,
-    repeat_kv_groups,
-    split_heads,
-)
+from diffformer.model.attention.base import AttentionCall, AttentionKindConfig, SingleMapAttention
 from diffformer.model.capture import AttentionMaps
-from diffformer.model.position import alibi_bias, alibi_slopes
+from diffformer.model.focus_scoring import FocusScorer
+from diffformer.model.position import alibi_bias
 
 # Masked scores enter the column log-sum-exp as a large finite number, not −inf,
 # so no inf − inf can arise in the cumulative log-sum-exp or its gradient.
@@ -52,28 +48,21 @@ class DoublyNormalizedConfig(AttentionKindConfig):
         return mix
 
 
-class DoublyNormalizedAttention(Attention):
+class DoublyNormalizedAttention(SingleMapAttention):
+    """A row depends on the earlier queries' scores too (C_ij), so this kind supplies its whole map (`maps`)
+    and its blocked computation (`attend`), not a row-by-row `map_weights`."""
+
     config_class = DoublyNormalizedConfig
 
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
         settings = model.attention
-        d_model, d_head = model.d_model, self.d_head
-        self.q_proj = nn.Linear(d_model, self.n_heads * d_head, bias=False)
-        self.k_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
-        self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
-        self.out_proj = nn.Linear(self.n_heads * d_head, d_model, bias=False)
         # b_h starts at 0: the background query scores like an average query at init.
         self.sink_logit = nn.Parameter(torch.zeros(self.n_heads)) if settings.sink else None
         self.fixed_mix = None if settings.mix == "learned" else float(settings.mix)
         # Learned per-head mix m = sigmoid(mix_logit), starting half-way between vanilla and doubly normalized.
         self.mix_logit = nn.Parameter(torch.zeros(self.n_heads)) if settings.mix == "learned" else None
         self.query_block = DEFAULT_QUERY_BLOCK
-        self.set_alibi_slopes(alibi_slopes(self.n_heads))
-
-    @property
-    def residual_projection(self) -> nn.Linear:
-        return self.out_proj
 
     def per_head_parameters(self):
         reading, writing = super().per_head_parameters()
@@ -86,31 +75,25 @@ class DoublyNormalizedAttention(Attention):
             return self.fixed_mix
         return torch.sigmoid(self.mix_logit).view(1, -1, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = split_heads(self.q_proj(x), self.n_heads)
-        k = split_heads(self.k_proj(x), self.n_kv_heads)
-        v = split_heads(self.v_proj(x), self.n_kv_heads)
-        q, k = self.rotate(q, k)
-        k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
-        mix = self.mix()
-        if self.cache is not None:
-            out = self._cached_attention(q, k, v, mix)
-        else:
-            out = prefix_doubly_normalized_attention(
-                q, k, v, mix, self.sink_logit, self.query_block, self.alibi_slopes, self.recomputed
-            )
-        out = self.forced(out, v)
-        self.record_maps(doubly_normalized_maps, q, k, mix, self.sink_logit, self.query_block, self.alibi_slopes)
-        return self.out_proj(merge_heads(out.to(x.dtype)))
+    def attend(self, q, k, v, call: AttentionCall) -> torch.Tensor:
+        if call.cache is not None:
+            return self._cached_attention(q, k, v, call)
+        return prefix_doubly_normalized_attention(
+            q, k, v, self.mix(), self.sink_logit, self.query_block, self.alibi_slopes, call.recomputed
+        )
 
-    def _cached_attention(self, q, k, v, mix) -> torch.Tensor:
-        """The new queries' rows given the cached keys, values and column log-sum-exp (docs/formulas.md §15):
-        the same block step as the full pass, starting at the cache's length."""
-        cache, past = self.cache, self.cache.length
-        keys, values = cache.extend(k, v)
-        fresh = _initial_carry(k, self.sink_logit)  # the new keys' columns: no query has seen them yet
+    def maps(self, q, k, positions) -> AttentionMaps:
+        return doubly_normalized_maps(
+            q, k, self.mix(), self.sink_logit, self.query_block, self.alibi_slopes, positions=positions
+        )
+
+    def _cached_attention(self, q, keys, values, call: AttentionCall) -> torch.Tensor:
+        """The new queries' rows given every key and value (the cache extended) and the cached column
+        log-sum-exp (docs/formulas.md §15): the same block step as the full pass, starting at the offset."""
+        cache = call.cache
+        fresh = _initial_carry(q, self.sink_logit)  # the new keys' columns: no query has seen them yet
         carry = fresh if cache.column_lse is None else torch.cat([cache.column_lse, fresh], dim=-1)
-        out, cache.column_lse = _attend_query_block(q, keys, values, carry, mix, past, self.alibi_slopes)
+        out, cache.column_lse = _attend_query_block(q, keys, values, carry, self.mix(), call.offset, self.alibi_slopes)
         return out
 
 
@@ -265,3 +248,22 @@ def _fast_log_running(masked_scores, carry, running, shift):
 def _exact_log_running(masked_scores, carry, running, shift):
     """C − shift from the sequential scan: exact however far below its column's maximum a score lies."""
     return torch.logaddexp(carry.unsqueeze(-2), masked_scores.logcumsumexp(dim=-2)) - shift
+
+
+class DoublyNormalizedScorer(FocusScorer):
+    """The focus lab's map (docs/formulas.md §14): one query's doubly normalized row against the learned
+    sink b is σ(s_j − b) normalised over j (without a sink one query makes it uniform), mixed with softmax."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.sink = nn.Parameter(torch.zeros(())) if config.attention.sink else None
+        mix = config.attention.mix
+        self.mix_logit = nn.Parameter(torch.zeros(())) if mix == "learned" else None
+        self.fixed_mix = None if mix == "learned" else float(mix)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        scores = self.scores(features)[:, 0]
+        columns = torch.sigmoid(scores - self.sink) if self.sink is not None else torch.ones_like(scores)
+        doubly = columns / columns.sum(-1, keepdim=True)
+        mix = torch.sigmoid(self.mix_logit) if self.mix_logit is not None else self.fixed_mix
+        return mix * doubly + (1 - mix) * F.softmax(scores, -1)
