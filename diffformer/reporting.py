@@ -10,6 +10,8 @@ from diffformer.training.trainer import TrainResult
 SHORT_NAMES = {
     "needle_mass": "needle",
     "noise": "noise",
+    "needle_net_mass": "needle Σw",
+    "row_sum": "row Σw",
     "source_argmax": "argmax src",
     "source_argmax_near": "argmax ±1",
     "entropy": "entropy",
@@ -61,13 +63,17 @@ def _render_grid(variant: str, grid: RetrievalGrid, report: ProbeReport, console
 def _render_attention(attention: AttentionSummary, console: Console) -> None:
     measured = [layer.measured() for layer in attention.layers.values()]
     columns = [name for name in SHORT_NAMES if any(name in m for m in measured)]
-    table = Table(title="Attention at the answer position (per layer, mean over heads and prompts)")
+    table = Table(
+        title=f"Attention at the answer position (per layer, mean over heads and prompts; rows: {attention.rows})"
+    )
     table.add_column("layer", justify="right")
     for name in columns:
         table.add_column(SHORT_NAMES[name], justify="right")
     table.add_column("coverage", justify="right")
     table.caption = (
-        "needle/noise: mass on the evidence / on the rest of the context; entropy normalised to [0, 1]; "
+        "needle/noise: share of each row's |weight| on the evidence / on the rest of the context (a "
+        "distribution's mass); needle Σw, row Σw: signed sums, for rows that are not distributions; "
+        "entropy normalised to [0, 1]; "
         "diversity: mean pairwise JS between heads; coverage: min r̃ / share of keys with r̃ < 0.1 / "
         "largest share (sink)"
     )

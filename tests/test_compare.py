@@ -147,7 +147,7 @@ def test_compare_cli_errors_and_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     comparison = json.loads(result.stdout)
     names = [row["name"] for row in comparison["rows"]]
-    assert "parameters" in names and "mqar accuracy @ 24" in names and "needle mass" in names
+    assert "parameters" in names and "mqar accuracy @ 24" in names and "needle share of |w|" in names
     params = next(row for row in comparison["rows"] if row["name"] == "parameters")
     assert params["values"][1] - params["values"][0] == 6 * 8  # differential: +6·d_head per layer
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000

@@ -7,9 +7,12 @@ import signal
 import pytest
 import yaml
 from safetensors.torch import load_file
+from conftest import KINDS, small_model
 from test_training import _recipe, _run, _start, _wait_for_first_checkpoint
 
 from diffformer.launch import train_from_path
+from diffformer.model.attention import kind_entry
+from diffformer.model.capture import Rows
 
 
 def _with_tracking(path, every=5):
@@ -50,17 +53,19 @@ def _tiny(tmp_path, kind: str, task: dict, head_init: str = "random", track=None
 MQAR = {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24}
 
 
-@pytest.mark.parametrize(
-    ("kind", "kind_specific"),
-    [
-        ("vanilla", set()),
-        ("differential", {"lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share"}),
-        ("differential_v2", {"lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share"}),
-        ("doubly_normalized", {"key_coverage_min"}),
-    ],
-)
-def test_dynamics_holds_each_kinds_measurements_at_step_0_every_n_steps_and_the_last(tmp_path, kind, kind_specific):
-    records = _tiny(tmp_path, kind, MQAR)
+# What a kind's rows add to the common measurements (docs/formulas.md §6).
+ROW_MEASUREMENTS = {
+    Rows.DISTRIBUTION: set(),
+    Rows.SIGNED: {"lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share", "needle_net_mass", "row_sum"},
+    Rows.UNNORMALISED: {"needle_net_mass", "row_sum"},
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dynamics_holds_each_kinds_measurements_at_step_0_every_n_steps_and_the_last(tmp_path, kind):
+    coverage = kind == KINDS[-1]  # key coverage is a track option, for any kind
+    records = _tiny(tmp_path, kind, MQAR, track={"every": 3, "batch_size": 4, "key_coverage": coverage})
+    kind_specific = ROW_MEASUREMENTS[kind_entry(kind).rows] | ({"key_coverage_min"} if coverage else set())
     assert [r["step"] for r in records] == [0, 3, 6, 7]
     common = {"needle_mass", "noise", "entropy", "head_diversity"}
     for record in records:
@@ -120,13 +125,15 @@ def test_training_draws_dynamics_png_and_the_command_redraws_it(tmp_path):
     assert untracked.exit_code != 0 and "Traceback" not in untracked.output
 
 
-@pytest.mark.parametrize(("kind", "heads"), [("vanilla", 4), ("differential", 2), ("differential_v2", 4)])
-def test_per_head_measurements_tell_identical_heads_from_random_ones(tmp_path, kind, heads):
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_head_measurements_tell_identical_heads_from_random_ones(tmp_path, kind):
     """Heads started identical (model.head_init) measure identically at every step; random ones do not."""
     (tmp_path / "identical").mkdir()
     (tmp_path / "random").mkdir()
     identical = _tiny(tmp_path / "identical", kind, MQAR, head_init="identical")
     random_heads = _tiny(tmp_path / "random", kind, MQAR)
+    # The heads whose outputs mix (differential V1: its pairs).
+    heads = small_model({"kind": kind}, n_layers=1).blocks[0].attention.output_heads
     for record in identical:
         for layer in ("0", "1"):
             entropy = record["heads"][layer]["entropy"]

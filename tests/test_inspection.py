@@ -9,11 +9,13 @@ import subprocess
 import pytest
 import torch
 import yaml
+from conftest import KINDS
 from typer.testing import CliRunner
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.cli import app
-from diffformer.model.capture import capture_attention
+from diffformer.model.attention import kind_entry
+from diffformer.model.capture import Rows, capture_attention
 
 runner = CliRunner()
 
@@ -97,12 +99,11 @@ class _Page(html.parser.HTMLParser):
             self.scripts[self._in] += data
 
 
-@pytest.mark.parametrize(
-    ("kind", "names"),
-    [("vanilla", ["A"]), ("differential", ["A1", "A2", "A1 − λ·A2"]), ("doubly_normalized", ["A"])],
-)
-def test_attention_writes_a_grid_per_layer_and_a_page_holding_every_heads_map(tmp_path, kind, names):
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_writes_a_grid_per_layer_and_a_page_holding_every_heads_map(tmp_path, kind):
     run = _train(tmp_path, kind, MQAR, kind)
+    two_maps = kind_entry(kind).rows == Rows.SIGNED  # the differential kinds draw A1, A2 and the difference
+    names = ["A1", "A2", "A1 − λ·A2"] if two_maps else ["A"]
     result = runner.invoke(app, ["attention", str(run), "--example", "1", "-o", str(tmp_path / "maps"), "--json"])
     assert result.exit_code == 0, result.output
     files = json.loads(result.stdout)["files"]
@@ -115,17 +116,17 @@ def test_attention_writes_a_grid_per_layer_and_a_page_holding_every_heads_map(tm
     assert len(data["tokens"]) == 24 and [layer["layer"] for layer in data["layers"]] == [0, 1]
     layer = data["layers"][1]
     assert list(layer["maps"]) == names
-    heads = 2 if kind == "differential" else 4
+    loaded = load_trained_model(run)
+    heads = loaded.model.blocks[1].attention.output_heads
     assert len(layer["maps"][names[-1]]) == heads and len(layer["maps"][names[-1]][0]) == 24
     # The page holds the maps the model computes (rounded to 4 decimals).
-    loaded = load_trained_model(run)
     tokens = torch.tensor([[int(t) for t in data["tokens"]]])
     with capture_attention(loaded.model.eval()) as capture:
         loaded.model(tokens)
     expected = capture.maps[1].weights[0]
     torch.testing.assert_close(torch.tensor(layer["maps"][names[-1]]), expected, atol=6e-5, rtol=0)
-    assert (layer["lambda"] is not None) == (kind == "differential")
-    assert (layer["coverage"] is not None) == (kind == "doubly_normalized")
+    assert (layer["lambda"] is not None) == two_maps
+    assert (layer["coverage"] is not None) == (not two_maps), "every single-map kind shows its key coverage"
     if shutil.which("node"):  # the page's script at least parses
         (tmp_path / "page.js").write_text(page.scripts["code"])
         checked = subprocess.run(["node", "--check", str(tmp_path / "page.js")], capture_output=True, text=True)

@@ -159,7 +159,7 @@ def _rows(columns: list[list[RunRecord]]) -> list[Row]:
 
 
 FINAL_DYNAMICS = {
-    "needle_mass": "source mass",
+    "needle_mass": "source share of |w|",
     "entropy": "entropy",
     "head_diversity": "head diversity",
     "lambda_value": "lambda",
@@ -219,13 +219,15 @@ def _probe_rows(columns, add) -> None:
                 lambda r, v=variant, i=index: _at_length(r, v, i, RetrievalGrid.standard_error),
             )
         add("retrieval", f"{variant} effective length", lambda r, v=variant: _effective_length(r, v))
-    for name in ("needle_mass", "noise", "entropy", "head_diversity", "lambda_value"):
+    for name in ATTENTION_ROW_NAMES:
         add("attention", ATTENTION_ROW_NAMES[name], lambda r, n=name: _attention_average(r, n))
 
 
 ATTENTION_ROW_NAMES = {
-    "needle_mass": "needle mass",
-    "noise": "noise",
+    "needle_mass": "needle share of |w|",
+    "noise": "noise share of |w|",
+    "needle_net_mass": "needle net mass Σw (signed / unnormalised rows)",
+    "row_sum": "row sum Σw (signed / unnormalised rows)",
     "entropy": "entropy",
     "head_diversity": "head diversity",
     "lambda_value": "lambda",

@@ -9,8 +9,8 @@ entropy, head diversity, the attention mass on each answer's source where the ta
 (MQAR: the queried pair; needle tasks: the needle; copy: the aligned source position), the
 context mass besides it, and how often a head's largest weight lands on the source (copy: the
 diagonal attention accuracy; exactly, and within ±1); for differential kinds λ, A1/A2 cosine
-and JS divergence and the share of negative weight; for doubly normalized attention the
-key-coverage minimum. The batch is a pure function of `track.seed` and the data settings, so
+and JS divergence and the share of negative weight; with `track.key_coverage` the
+key-coverage minimum (any kind: explaining away is a question about vanilla attention too). The batch is a pure function of `track.seed` and the data settings, so
 runs that differ in anything else are measured on the same sequences; step 0 is the state
 before training.
 """
@@ -36,6 +36,10 @@ class TrackSettings(Section):
     ktiw: bool = Field(
         False, description="Also the KTIW probe (one forward per source position; tasks that mark sources)."
     )
+    key_coverage: bool = Field(
+        False,
+        description="Also each layer's key-coverage minimum (explaining away; every query row captured, T×T per layer).",
+    )
 
 
 class AttentionTracker:
@@ -44,7 +48,7 @@ class AttentionTracker:
     def __init__(self, settings: TrackSettings, model, data, device: torch.device, precision: str):
         self.model, self.device, self.precision = model, device, precision
         self.batch = data.batch(settings.seed, "probe", 0, settings.batch_size).to(device)
-        self.coverage = model.config.attention.kind == "doubly_normalized"
+        self.coverage = settings.key_coverage
         self.ktiw = settings.ktiw  # the recipe schema allows it only on tasks that mark sources
 
     def measure(self, step: int) -> dict:

@@ -1,8 +1,10 @@
 """Measurements on attention maps (docs/formulas.md §6), as plain functions of tensors.
 
-Maps are rows over keys: (..., T). Differential attention's effective map A1 − λA2 can
-be negative; where a probability distribution is needed (entropy, divergences) a row
-is taken as |w| / Σ|w| — how the head's attention, of either sign, is spread.
+Maps are rows over keys: (..., T). Not every kind's rows are distributions (model/capture.py Rows):
+differential attention's A1 − λA2 can be negative, sigmoid attention's rows are not normalised.
+Where a share or a distribution is needed (masses, entropy, divergences, key coverage) a row is
+taken as |w| / Σ|w| — how the head's attention, of either sign, is spread — which is the row
+itself for a distribution, so every kind's numbers mean the same.
 """
 
 import math
@@ -74,10 +76,11 @@ def causal_uniform_baseline(length: int) -> torch.Tensor:
 def key_coverage(full_map: torch.Tensor) -> KeyCoverage:
     """Explaining away (Ding et al.): how much attention each key receives, against the uniform causal baseline.
 
-    full_map: (..., T, T) rows = all queries. r_j = Σ_i A_ij (|A| for signed maps), r̃_j = r_j / H_j.
-    Returns min r̃, the fraction of keys with r̃ < 0.1 and < 0.01, and the largest share r_j / Σ r (a sink).
+    full_map: (..., T, T) rows = all queries. r_j = Σ_i p_ij with p_i = |A_i| / Σ|A_i| (the row itself for a
+    distribution), r̃_j = r_j / H_j. Returns min r̃, the fraction of keys with r̃ < 0.1 and < 0.01, and the
+    largest share r_j / Σ r (a sink).
     """
-    received = full_map.abs().sum(-2).double()  # (..., T)
+    received = as_distribution(full_map).sum(-2).double()  # (..., T)
     normalised = received / causal_uniform_baseline(full_map.shape[-1]).to(received.device)
     share = received / received.sum(-1, keepdim=True)
     return KeyCoverage(

@@ -1,7 +1,7 @@
 """`diffformer attention`: every head's full attention map for one prompt, as PNG grids and one HTML page.
 
-Per layer, a PNG grid: a panel per head (differential: per pair, A1, A2 and A1 − λ·A2, with λ; doubly
-normalized: the map, and under it each key's coverage r̃_j = Σ_i A_ij / H_j, docs/formulas.md §6).
+Per layer, a PNG grid: a panel per head (differential: per pair, A1, A2 and A1 − λ·A2, with λ; one map
+per head: the map, and under it each key's coverage r̃_j = Σ_i p_ij / H_j, docs/formulas.md §6).
 The HTML page holds every layer, head and map with its tokens, draws them on a canvas, and shows the
 query token, key token and weight under the pointer; it needs no server and no network.
 """
@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from diffformer.atomic import atomic_write  # noqa: E402
 from diffformer.model.capture import capture_attention  # noqa: E402
-from diffformer.probes.attention_stats import causal_uniform_baseline  # noqa: E402
+from diffformer.probes.attention_stats import as_distribution, causal_uniform_baseline  # noqa: E402
 from diffformer.run_folder import ATTENTION_PICTURES  # noqa: E402
 
 
@@ -37,7 +37,6 @@ def capture_head_maps(model, tokens: torch.Tensor) -> list[HeadMaps]:
     """Every layer's full maps for one sequence (1, T)."""
     with torch.no_grad(), capture_attention(model) as capture:
         model(tokens)
-    kind = model.config.attention.kind
     layers = []
     for layer, maps in sorted(capture.maps.items()):
         weights = maps.weights[0]
@@ -46,16 +45,15 @@ def capture_head_maps(model, tokens: torch.Tensor) -> list[HeadMaps]:
             lam = parts.lam.reshape(-1) if parts.lam.dim() == 0 else parts.lam[0].mean(-1)  # V2: mean over tokens
             named = {"A1": parts.a1[0], "A2": parts.a2[0], "A1 − λ·A2": weights}
             layers.append(HeadMaps(layer, named, [float(x) for x in lam.expand(weights.shape[0])]))
-        else:
-            coverage = None
-            if kind == "doubly_normalized":
-                coverage = weights.abs().sum(-2) / causal_uniform_baseline(weights.shape[-1]).float()
+        else:  # one map per head: what each key receives against uniform attention (explaining away)
+            received = as_distribution(weights).sum(-2)
+            coverage = received / causal_uniform_baseline(weights.shape[-1]).float()
             layers.append(HeadMaps(layer, {"A": weights}, coverage=coverage))
     return layers
 
 
 def draw_layer(layer: HeadMaps, labels: list[str], title: str, path: Path) -> Path:
-    """One PNG: rows = the layer's maps (A, or A1 / A2 / A1 − λ·A2), columns = heads; coverage under DN maps."""
+    """One PNG: rows = the layer's maps (A, or A1 / A2 / A1 − λ·A2), columns = heads; coverage under single maps."""
     names = list(layer.maps)
     heads = layer.maps[names[0]].shape[0]
     rows = len(names) + (1 if layer.coverage is not None else 0)

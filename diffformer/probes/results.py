@@ -54,8 +54,10 @@ class KeyCoverage:
 class LayerAttention:
     """One layer's attention at the answer positions, averaged over heads and prompts (docs/formulas.md §6)."""
 
-    needle_mass: float | None = None
-    noise: float | None = None
+    needle_mass: float | None = None  # share of the row's |weight| on the evidence (docs/formulas.md §6)
+    noise: float | None = None  # share on the rest of the context before the question
+    needle_net_mass: float | None = None  # rows that are not distributions: Σw on the evidence, signed
+    row_sum: float | None = None  # ... and Σw over the whole row (1 − λ for differential; any for sigmoid)
     source_argmax: float | None = None  # share of rows whose largest weight is on the source (copy: diagonal)
     source_argmax_near: float | None = None  # ... on the source or a key next to it (±1)
     entropy: float | None = None
@@ -79,7 +81,8 @@ class LayerAttention:
 class AttentionSummary:
     layers: dict[int, LayerAttention] = field(default_factory=dict)
     average: LayerAttention | None = None  # each measurement's mean over layers
-    needle_mass_by_length: dict[int, dict[int, float]] = field(default_factory=dict)  # length -> layer -> mass
+    needle_mass_by_length: dict[int, dict[int, float]] = field(default_factory=dict)  # length -> layer -> share
+    rows: str = "distribution"  # what the maps' rows are (model/capture.py Rows), so tables can say what they show
 
 
 @dataclass

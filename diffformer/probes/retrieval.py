@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from diffformer.data import IGNORE, Batch
-from diffformer.model.capture import AttentionMaps, capture_attention
+from diffformer.model.capture import AttentionMaps, Rows, capture_attention
 from diffformer.probes import attention_stats as stats
 from diffformer.probes.prompts import PromptSource
 from diffformer.probes.results import AttentionSummary, LayerAttention, RetrievalGrid
@@ -128,17 +128,24 @@ def exact_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class AnswerAttention:
-    """Accumulates docs/formulas.md §6 measurements per layer at the positions each row is scored at."""
+    """Accumulates docs/formulas.md §6 measurements per layer at the positions each row is scored at.
+
+    Masses are shares of each row's total |weight| (for a distribution, its mass itself), so they mean the
+    same for every kind; rows that are not distributions (signed differential maps, unnormalised sigmoid
+    maps) also get the net signed mass on the source (Σw over the evidence) and the row sum Σw."""
 
     def __init__(self):
         self.values: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self.by_head: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self.needle_by_length: dict[int, dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self.rows = Rows.DISTRIBUTION
 
     def add(self, maps: dict[int, AttentionMaps], batch: Batch, length: int) -> None:
         for layer, layer_maps in maps.items():
             positions = layer_maps.query_positions
             weights = layer_maps.weights  # (B, H, P, T)
+            self.rows = layer_maps.rows
+            shares = stats.as_distribution(weights)  # |w| / Σ|w|: the weights themselves for a distribution
             asked = (batch.targets[:, positions] != IGNORE).to(weights.device)  # (B, P): where each row is scored
 
             collected, by_head = self.values[layer], self.by_head[layer]
@@ -152,15 +159,19 @@ class AnswerAttention:
             if batch.evidence is not None:  # tasks that mark each answer's source
                 spans = batch.evidence[:, positions].to(weights.device)  # (B, P, 2)
                 keys = torch.arange(weights.shape[-1], device=weights.device)
-                needle = stats.span_mass(weights, spans[:, None])  # (B, H, P)
+                needle = stats.span_mass(shares, spans[:, None])  # (B, H, P)
                 before_question = keys[None, :] < batch.question_start.to(weights.device)[:, None]  # (B, T)
-                context_mass = (weights * before_question[:, None, None]).sum(-1)
+                context_mass = (shares * before_question[:, None, None]).sum(-1)
                 self.needle_by_length[length][layer].append(record("needle_mass", needle))
                 record("noise", context_mass - needle)
+                if self.rows != Rows.DISTRIBUTION:
+                    record("needle_net_mass", stats.span_mass(weights, spans[:, None]))
                 peak = weights.argmax(-1)  # (B, H, P): the key each head weights most
                 start, end = spans[:, None, :, 0], spans[:, None, :, 1]
                 record("source_argmax", ((peak >= start) & (peak < end)).float())
                 record("source_argmax_near", ((peak >= start - 1) & (peak < end + 1)).float())
+            if self.rows != Rows.DISTRIBUTION:
+                record("row_sum", weights.sum(-1))
             record("entropy", stats.normalized_entropy(weights, positions))
             collected["head_diversity"].append(stats.head_diversity(weights.transpose(1, 2))[asked].cpu())
             parts = layer_maps.differential
@@ -198,4 +209,4 @@ class AnswerAttention:
             length: {layer: stats.summarize(torch.cat(v)) for layer, v in sorted(layers_.items())}
             for length, layers_ in self.needle_by_length.items()
         }
-        return AttentionSummary(layers, average, by_length)
+        return AttentionSummary(layers, average, by_length, self.rows.value)
