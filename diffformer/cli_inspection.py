@@ -146,13 +146,14 @@ def dynamics(
 ) -> None:
     """Draw a run's attention dynamics (RUN/dynamics.jsonl) again: one panel per measurement, a curve per layer."""
     from diffformer.dynamics.figure import draw_dynamics
-    from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, locate
+    from diffformer.dynamics.records import read_dynamics
+    from diffformer.run_folder import DYNAMICS_FIGURE, locate
 
     with user_errors(as_json):
         folder, _ = locate(run)
-        records = folder.read_log(DYNAMICS_FILE)
+        records = read_dynamics(folder)
         path = draw_dynamics(records, folder.path.name, output or folder.path / DYNAMICS_FIGURE)
     if as_json:
-        print_json({"figure": str(path), "records": records})
+        print_json({"figure": str(path), "records": [record.to_json() for record in records]})
     else:
         stdout.print(f"wrote {path}")

@@ -185,7 +185,9 @@ def sigmoid(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         length = scores.shape[0]
         zero = scores.new_zeros(())
         rows = [
-            torch.stack([1 / (1 + torch.exp(-(scores[i, j] + attention.bias))) if j <= i else zero for j in range(length)])
+            torch.stack(
+                [1 / (1 + torch.exp(-(scores[i, j] + attention.bias))) if j <= i else zero for j in range(length)]
+            )
             for i in range(length)
         ]
         return torch.stack(rows)

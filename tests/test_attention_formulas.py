@@ -47,7 +47,9 @@ def test_captured_maps_equal_plain_maps(variant, position):
                 lam = lam[rows] if lam.dim() else lam
                 torch.testing.assert_close(maps.differential.a1[b, h].double(), a1[rows], atol=1e-5, rtol=1e-4)
                 torch.testing.assert_close(maps.differential.a2[b, h].double(), a2[rows], atol=1e-5, rtol=1e-4)
-                captured_lam = maps.differential.lam if maps.differential.lam.dim() == 0 else maps.differential.lam[b, h]
+                captured_lam = (
+                    maps.differential.lam if maps.differential.lam.dim() == 0 else maps.differential.lam[b, h]
+                )
                 torch.testing.assert_close(captured_lam.double(), lam.squeeze(-1), atol=1e-6, rtol=1e-5)
                 expected = a1[rows] - lam * a2[rows]
             else:

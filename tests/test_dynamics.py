@@ -6,8 +6,8 @@ import signal
 
 import pytest
 import yaml
-from safetensors.torch import load_file
 from conftest import KINDS, small_model
+from safetensors.torch import load_file
 from test_training import _recipe, _run, _start, _wait_for_first_checkpoint
 
 from diffformer.launch import train_from_path

@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import ATTENTION_VARIANTS, small_model
+from conftest import ATTENTION_VARIANTS, KINDS, small_model
 from typer.testing import CliRunner
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.cli import app
 from diffformer.hf.llama import interleaved_to_half
 from diffformer.hf.remote_code import remote_config, remote_weights
+from diffformer.model.attention import kind_entry
 
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
@@ -88,8 +89,13 @@ def test_the_exported_modelling_code_gives_diffformers_logits(variant, position)
         torch.testing.assert_close(theirs(tokens).logits, ours(tokens), rtol=1e-4, atol=1e-5)
 
 
+# Every kind the registry says exports; the ones a Llama folder expresses go through the remote code too here.
+EXPORTED_KINDS = [kind for kind in KINDS if kind_entry(kind).exports]
+REMOTE_CODE_KINDS = [kind for kind in EXPORTED_KINDS if not kind_entry(kind).llama_layout]
+
+
 @pytest.mark.parametrize("overrides", [{"uniform_attention": True}, {"tie_embeddings": True}, {"n_layers": 4}])
-@pytest.mark.parametrize("kind", ["vanilla", "differential", "differential_v2", "doubly_normalized"])
+@pytest.mark.parametrize("kind", EXPORTED_KINDS)
 def test_the_exported_modelling_code_covers_the_control_tied_heads_and_the_lambda_schedule(kind, overrides):
     from diffformer.hf.remote.modeling_diffformer import DiffformerConfig, DiffformerForCausalLM
 
@@ -101,7 +107,7 @@ def test_the_exported_modelling_code_covers_the_control_tied_heads_and_the_lambd
         torch.testing.assert_close(theirs(tokens).logits, ours(tokens), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["differential", "differential_v2", "doubly_normalized"])
+@pytest.mark.parametrize("kind", REMOTE_CODE_KINDS)
 def test_an_exported_run_of_another_kind_loads_with_trust_remote_code(tmp_path, kind):
     run = _train(tmp_path, kind)
     result = runner.invoke(app, ["export", str(run), str(tmp_path / "hf"), "--json"])
@@ -122,6 +128,31 @@ def test_an_exported_run_of_another_kind_loads_with_trust_remote_code(tmp_path, 
         for _ in range(4):  # diffformer's own greedy continuation
             expected = torch.cat([expected, ours(expected)[:, -1:].argmax(-1)], dim=1)
     assert torch.equal(greedy, expected)
+
+
+def test_the_exported_code_refuses_a_kind_it_was_not_written_for():
+    """No silent fallback: a kind the modelling file does not implement is an error, not softmax."""
+    from diffformer.hf.remote.modeling_diffformer import DiffformerConfig, DiffformerForCausalLM
+
+    config = remote_config(small_model({"kind": "vanilla"}).config)
+    with pytest.raises(ValueError, match="this modelling code implements .* not 'linear'"):
+        DiffformerForCausalLM(DiffformerConfig(**{**config, "attention_kind": "linear"}))
+
+
+def test_a_kind_the_registry_does_not_export_is_refused_in_one_line(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from diffformer.model.attention import registry
+
+    run = _train(tmp_path, "sigmoid")
+    monkeypatch.setitem(registry.ATTENTION_KINDS, "sigmoid", replace(kind_entry("sigmoid"), exports=False))
+    result = runner.invoke(app, ["export", str(run), str(tmp_path / "hf")])
+    assert (
+        result.exit_code == 2
+        and "the exported modelling code knows" in result.output
+        and "not sigmoid" in result.output
+    )
+    assert "Traceback" not in result.output and not (tmp_path / "hf").exists()
 
 
 def test_left_padding_is_refused_by_the_exported_model():

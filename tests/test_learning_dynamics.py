@@ -9,15 +9,15 @@ from conftest import ATTENTION_VARIANTS, KINDS, small_model
 from test_dynamics import _tiny
 
 from diffformer import ModelConfig, Transformer
-from diffformer.model.attention import AttentionCall
 from diffformer.data.copying import CopyTask
 from diffformer.data.mqar import MqarTask
 from diffformer.dynamics.milestones import crossing_steps, learned
+from diffformer.dynamics.records import DynamicsRecord
+from diffformer.model.attention import AttentionCall
 from diffformer.model.capture import AttentionMaps, capture_attention
 from diffformer.model.forcing import force_attention
 from diffformer.probes.ktiw import ktiw
 from diffformer.probes.retrieval import AnswerAttention
-
 
 
 @pytest.mark.parametrize(
@@ -128,12 +128,12 @@ def test_uniform_attention_averages_the_values_and_is_what_capture_reports(kind)
 
 def test_milestones_are_the_first_tracked_step_at_the_threshold():
     def record(step, accuracy, ktiw_share, heads):
-        return {"step": step, "model": {"token_accuracy": accuracy, "ktiw": ktiw_share}, "heads": heads}
+        return DynamicsRecord(step, {"token_accuracy": accuracy, "ktiw": ktiw_share}, heads=heads)
 
     records = [
-        record(0, 0.1, 0.0, {"0": {"source_argmax": [0.1, 0.0], "source_argmax_near": [0.2, 0.1]}}),
-        record(20, 0.5, 0.95, {"0": {"source_argmax": [0.3, 0.5], "source_argmax_near": [0.95, 0.5]}}),
-        record(40, 0.92, 0.97, {"0": {"source_argmax": [0.2, 0.91], "source_argmax_near": [0.9, 0.95]}}),
+        record(0, 0.1, 0.0, {0: {"source_argmax": [0.1, 0.0], "source_argmax_near": [0.2, 0.1]}}),
+        record(20, 0.5, 0.95, {0: {"source_argmax": [0.3, 0.5], "source_argmax_near": [0.95, 0.5]}}),
+        record(40, 0.92, 0.97, {0: {"source_argmax": [0.2, 0.91], "source_argmax_near": [0.9, 0.95]}}),
     ]
     assert crossing_steps(records) == {"token_accuracy": 40, "ktiw": 20, "diagonal": 40, "diagonal_near": 20}
     assert learned(records) is True and learned(records[:2]) is False and learned([]) is None

@@ -90,7 +90,7 @@ def _dynamics_figure(comparison: Comparison, records: list[RunRecord], output_di
     ]
     columns = [column for column in columns if column[1]]
     files = [draw_dynamics_overlay(columns, output_dir / "dynamics.png")]
-    measured = {name for _, runs in columns for run in runs for name in run[-1].get("model", {})}
+    measured = {name for _, runs in columns for run in runs for name in run[-1].model}
     for name in sorted(measured & MILESTONE_MEASUREMENTS):  # what the study is about, each in a picture of its own
         files.append(draw_dynamics_overlay(columns, output_dir / f"dynamics_{name}.png", only=name))
     return files

@@ -6,10 +6,11 @@ from functools import cached_property
 from pathlib import Path
 
 from diffformer.checkpoint import load_trained_model
+from diffformer.dynamics.records import DynamicsRecord, read_dynamics
 from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.probes.results import ProbeReport
 from diffformer.recipe import Recipe
-from diffformer.run_folder import DYNAMICS_FILE, MODEL_FILE, read_probe
+from diffformer.run_folder import MODEL_FILE, read_probe
 
 
 @dataclass
@@ -25,7 +26,7 @@ class RunRecord:
     curve: list[dict]
     probe: ProbeReport | None
     model_file: Path | None = None  # the checkpoint file read (tells two spellings of one run apart)
-    dynamics: list[dict] = field(default_factory=list)  # RUN/dynamics.jsonl up to the checkpoint's step
+    dynamics: list[DynamicsRecord] = field(default_factory=list)  # RUN/dynamics.jsonl up to the checkpoint's step
     stopped_early_at: int | None = None  # train.early_stop met at this step (steps to learn)
     folder_name: str | None = None  # the run folder's name, which names its column
 
@@ -70,7 +71,7 @@ def load_run(path: Path | str) -> RunRecord:
         model_file=loaded.path,
         stopped_early_at=None if summary is None else summary.stopped_early_at,
         folder_name=folder.path.name,
-        dynamics=[record for record in folder.read_log(DYNAMICS_FILE) if record.get("step", 0) <= loaded.step],
+        dynamics=read_dynamics(folder, up_to_step=loaded.step),
     )
 
 

@@ -176,9 +176,7 @@ def _dynamics_rows(columns, add) -> None:
         crossing = f"{milestone.name} ≥ {milestones.THRESHOLD}"
         add("dynamics", f"{crossing}: share of seeds", lambda r, k=key: _crossed_share(r, k))
         add("dynamics", f"{crossing}: step", lambda r, k=key: milestones.crossing_steps(r.dynamics).get(k))
-    model_measurements = sorted(
-        {name for g in columns for r in g if r.dynamics for name in r.dynamics[-1].get("model", {})}
-    )
+    model_measurements = sorted({name for g in columns for r in g if r.dynamics for name in r.dynamics[-1].model})
     for name in model_measurements:
         add("dynamics", f"final {name.replace('_', ' ')}", lambda r, n=name: _final(r, "model", n))
     for name, label in FINAL_DYNAMICS.items():
@@ -195,7 +193,7 @@ def _crossed_share(record: RunRecord, key: str) -> float | None:
 
 
 def _final(record: RunRecord, part: str, name: str) -> float | None:
-    return record.dynamics[-1].get(part, {}).get(name) if record.dynamics else None
+    return getattr(record.dynamics[-1], part).get(name) if record.dynamics else None
 
 
 def _standard_error(metrics: dict, name: str) -> float | None:

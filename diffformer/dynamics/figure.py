@@ -12,27 +12,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from diffformer.atomic import atomic_write  # noqa: E402
 from diffformer.dynamics.milestones import readings  # noqa: E402
+from diffformer.dynamics.records import DynamicsRecord  # noqa: E402
 from diffformer.errors import CheckpointError  # noqa: E402
 
 
-def draw_dynamics(records: list[dict], title: str, path: Path) -> Path:
-    """Draw RUN/dynamics.jsonl's records (as read) into `path`; the dashed curve is the mean over layers."""
+def draw_dynamics(records: list[DynamicsRecord], title: str, path: Path) -> Path:
+    """Draw RUN/dynamics.jsonl's records into `path`; the dashed curve is the mean over layers."""
     if not records:
         raise CheckpointError(f"no attention dynamics to draw for {title} (train with a track: section)")
-    model_names = sorted({name for record in records for name in record.get("model", {})})
-    names = sorted({name for record in records for name in record.get("average", {})})
-    layers = sorted({layer for record in records for layer in record.get("layers", {})}, key=int)
+    model_names = sorted({name for record in records for name in record.model})
+    names = sorted({name for record in records for name in record.average})
+    layers = sorted({layer for record in records for layer in record.layers})
     figure, axes = _panels(len(model_names) + len(names))
-    steps = [record["step"] for record in records]
+    steps = [record.step for record in records]
     for panel, name in zip(axes.flat, model_names):
-        panel.plot(steps, [record["model"].get(name, math.nan) for record in records], "k-", linewidth=1.2)
+        panel.plot(steps, [record.model.get(name, math.nan) for record in records], "k-", linewidth=1.2)
         panel.set_title(f"model: {name.replace('_', ' ')}", fontsize=10)
         panel.set_xlabel("step")
     for panel, name in zip(list(axes.flat)[len(model_names) :], names):
         for layer in layers:
-            values = [record["layers"].get(layer, {}).get(name, float("nan")) for record in records]
+            values = [record.layers.get(layer, {}).get(name, math.nan) for record in records]
             panel.plot(steps, values, label=f"layer {layer}", linewidth=1.2)
-        average = [record["average"].get(name, float("nan")) for record in records]
+        average = [record.average.get(name, math.nan) for record in records]
         panel.plot(steps, average, "k--", label="mean", linewidth=1.0)
         panel.set_title(name.replace("_", " "), fontsize=10)
         panel.set_xlabel("step")
@@ -44,7 +45,9 @@ def draw_dynamics(records: list[dict], title: str, path: Path) -> Path:
     return _save(figure, path)
 
 
-def draw_dynamics_overlay(columns: list[tuple[str, list[list[dict]]]], path: Path, only: str | None = None) -> Path:
+def draw_dynamics_overlay(
+    columns: list[tuple[str, list[list[DynamicsRecord]]]], path: Path, only: str | None = None
+) -> Path:
     """A comparison's dynamics: for each column (label, its seeds' dynamics records), the mean over seeds of
     every model measurement, every layer-averaged measurement and the milestone readings (or `only` that one,
     in one larger panel), with the seeds' min–max as a band."""
@@ -76,17 +79,17 @@ def draw_dynamics_overlay(columns: list[tuple[str, list[list[dict]]]], path: Pat
     return _save(figure, path, laid_out=True)
 
 
-def _flatten(records: list[dict]) -> dict[str, dict[int, float]]:
+def _flatten(records: list[DynamicsRecord]) -> dict[str, dict[int, float]]:
     """name -> step -> value for one run: model measurements, layer averages and milestone readings."""
     flat: dict[str, dict[int, float]] = {}
     for record in records:
-        values = {**record.get("model", {}), **record.get("average", {})}
+        values = {**record.model, **record.average}
         best = readings(record)
         for key, name in (("diagonal", "best head: source argmax"), ("diagonal_near", "best head: ±1")):
             if key in best:
                 values[name] = best[key]
         for name, value in values.items():
-            flat.setdefault(name, {})[record["step"]] = value
+            flat.setdefault(name, {})[record.step] = value
     return flat
 
 

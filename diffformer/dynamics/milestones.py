@@ -14,6 +14,8 @@ Steps are those of the tracking cadence, so a crossing is known to within track.
 
 from dataclasses import dataclass
 
+from diffformer.dynamics.records import DynamicsRecord
+
 THRESHOLD = 0.9
 
 
@@ -32,28 +34,28 @@ MILESTONES = {
 }
 
 
-def readings(record: dict) -> dict[str, float]:
+def readings(record: DynamicsRecord) -> dict[str, float]:
     """One dynamics record's milestone measurements (those it has)."""
-    values = {name: record.get("model", {}).get(name) for name in ("token_accuracy", "ktiw", "foreground_mass")}
+    values = {name: record.model.get(name) for name in ("token_accuracy", "ktiw", "foreground_mass")}
     for name, measured in (("diagonal", "source_argmax"), ("diagonal_near", "source_argmax_near")):
-        per_head = [v for layer in record.get("heads", {}).values() for v in layer.get(measured, [])]
+        per_head = [v for layer in record.heads.values() for v in layer.get(measured, [])]
         values[name] = max(per_head) if per_head else None
     return {name: value for name, value in values.items() if value is not None}
 
 
-def crossing_steps(records: list[dict], threshold: float = THRESHOLD) -> dict[str, int | None]:
+def crossing_steps(records: list[DynamicsRecord], threshold: float = THRESHOLD) -> dict[str, int | None]:
     """Per milestone the run measures: the first step it reached `threshold`, None if it never did."""
     crossed: dict[str, int | None] = {}
     for record in records:
         for name, value in readings(record).items():
             crossed.setdefault(name, None)
             if crossed[name] is None and value >= threshold:
-                crossed[name] = record["step"]
+                crossed[name] = record.step
     return crossed
 
 
-def learned(records: list[dict], threshold: float = THRESHOLD) -> bool | None:
+def learned(records: list[DynamicsRecord], threshold: float = THRESHOLD) -> bool | None:
     """Whether the last measurement's token accuracy is at least `threshold` (None: nothing tracked)."""
-    if not records or "token_accuracy" not in records[-1].get("model", {}):
+    if not records or "token_accuracy" not in records[-1].model:
         return None
-    return records[-1]["model"]["token_accuracy"] >= threshold
+    return records[-1].model["token_accuracy"] >= threshold

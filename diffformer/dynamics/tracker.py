@@ -1,16 +1,19 @@
 """Attention dynamics: the attention probe's measurements on one fixed batch, every `track.every` steps.
 
-RUN/dynamics.jsonl gets one line per measurement, {"step": s, "model": {...}, "layers": {"0": {...}, ...},
-"average": {...}, "heads": {"0": {name: [one value per head]}, ...}}. "model" holds what the whole
+RUN/dynamics.jsonl gets one line per measurement, a DynamicsRecord (dynamics/records.py):
+{"step": s, "model": {...}, "layers": {"0": {...}, ...}, "average": {...},
+"heads": {"0": {name: [one value per head]}, ...}}. "model" holds what the whole
 model does on the batch: token accuracy and exact match on the scored positions, and with
 `track.ktiw` the KTIW probe (probes/ktiw.py). Per layer, averaged over heads and the batch's
 scored positions (and per head where a measurement is one) (docs/formulas.md §6): normalised
-entropy, head diversity, the attention mass on each answer's source where the task marks one
+entropy, head diversity, the share of attention on each answer's source where the task marks one
 (MQAR: the queried pair; needle tasks: the needle; copy: the aligned source position), the
-context mass besides it, and how often a head's largest weight lands on the source (copy: the
+context share besides it, and how often a head's largest weight lands on the source (copy: the
 diagonal attention accuracy; exactly, and within ±1); for differential kinds λ, A1/A2 cosine
-and JS divergence and the share of negative weight; with `track.key_coverage` the
-key-coverage minimum (any kind: explaining away is a question about vanilla attention too). The batch is a pure function of `track.seed` and the data settings, so
+and JS divergence and the share of negative weight; for rows that are not distributions the net
+signed mass on the source and the row sum; with `track.key_coverage` the key-coverage minimum
+(any kind: explaining away is a question about vanilla attention too). The batch is a pure function
+of `track.seed` and the data settings, so
 runs that differ in anything else are measured on the same sequences; step 0 is the state
 before training.
 """
@@ -20,6 +23,7 @@ from pydantic import Field
 
 from diffformer.data import IGNORE
 from diffformer.devices import autocast_for
+from diffformer.dynamics.records import DynamicsRecord
 from diffformer.metrics import evaluation_mode
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.ktiw import ktiw
@@ -38,7 +42,8 @@ class TrackSettings(Section):
     )
     key_coverage: bool = Field(
         False,
-        description="Also each layer's key-coverage minimum (explaining away; every query row captured, T×T per layer).",
+        description="Also each layer's key-coverage minimum (explaining away; captures every query row: "
+        "T×T per layer).",
     )
 
 
@@ -51,7 +56,7 @@ class AttentionTracker:
         self.coverage = settings.key_coverage
         self.ktiw = settings.ktiw  # the recipe schema allows it only on tasks that mark sources
 
-    def measure(self, step: int) -> dict:
+    def measure(self, step: int) -> DynamicsRecord:
         with evaluation_mode(self.model), torch.no_grad(), autocast_for(self.device, self.precision):
             logits, maps = logits_and_maps(self.model, self.batch, want_maps=True)
             scored = self.batch.targets != IGNORE
@@ -65,11 +70,10 @@ class AttentionTracker:
         attention = AnswerAttention()
         attention.add(maps, self.batch, self.batch.inputs.shape[1])
         summary = attention.summary()
-        layers = {str(layer): values.measured() for layer, values in summary.layers.items()}
+        layers = {layer: values.measured() for layer, values in summary.layers.items()}
         for layer, layer_coverage in coverage.items():
-            layers[str(layer)]["key_coverage_min"] = layer_coverage.min
+            layers[layer]["key_coverage_min"] = layer_coverage.min
         average = summary.average.measured() if summary.average else {}
         if coverage:
             average["key_coverage_min"] = min(c.min for c in coverage.values())
-        heads = {str(layer): values for layer, values in attention.head_means().items()}
-        return {"step": step, "model": model, "layers": layers, "average": average, "heads": heads}
+        return DynamicsRecord(step, model, layers, average, attention.head_means())

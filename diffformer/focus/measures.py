@@ -13,6 +13,7 @@ import math
 import torch
 
 from diffformer.devices import autocast_for
+from diffformer.dynamics.records import DynamicsRecord
 from diffformer.focus.objectives import FocusSettings, example_losses, fixed_focus, focus_loss
 from diffformer.metrics import evaluation_mode
 
@@ -105,7 +106,7 @@ class FocusTracker:
         self.batch = data.batch(settings.seed, "probe", 0, settings.batch_size).to(device)
 
     @torch.no_grad()
-    def measure(self, step: int) -> dict:
+    def measure(self, step: int) -> DynamicsRecord:
         model, batch, settings = self.model, self.batch, self.objective.settings
         with evaluation_mode(model), autocast_for(self.device, self.precision):
             outputs = model(batch.inputs)
@@ -114,7 +115,7 @@ class FocusTracker:
             measured["loss"] = float(self.objective.loss(model, outputs, batch, step))
             if settings.fixed_foreground is not None:
                 measured.update(self._incentive(outputs, settings.objective, settings.fixed_foreground))
-        return {"step": step, "model": measured, "layers": {}, "average": {}, "heads": {}}
+        return DynamicsRecord(step, model=measured)
 
     def _incentive(self, outputs, objective: str, weight: float) -> dict[str, float]:
         def loss_at(a: float) -> float:

@@ -13,7 +13,6 @@ from diffformer.data import prepare_data
 from diffformer.data.mqar import MqarTask
 from diffformer.data.needle import NeedleTask
 from diffformer.devices import autocast_for, resolve_device
-from diffformer.errors import RecipeError
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants
 from diffformer.probes.results import LayerAttention, ProbeReport

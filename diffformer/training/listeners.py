@@ -8,6 +8,7 @@ only rank 0 gets listeners, so nothing here needs to know about ranks.
 
 from dataclasses import dataclass
 
+from diffformer.dynamics.records import DynamicsRecord
 from diffformer.run_folder import DYNAMICS_FILE, METRICS_FILE, RunFolder
 
 
@@ -33,7 +34,7 @@ class TrainingListener:
     def on_record(self, record: dict) -> None:
         """A metrics record (log cadence and evaluations): step, tokens, loss, lr, ..., eval_*."""
 
-    def on_dynamics(self, record: dict) -> None:
+    def on_dynamics(self, record: DynamicsRecord) -> None:
         """An attention measurement on the fixed batch (recipes with a `track:` section): step, layers, average."""
 
     def on_interrupt(self) -> None:
@@ -52,8 +53,8 @@ class StepLogWriter(TrainingListener):
     def on_record(self, record: dict) -> None:
         self.folder.append_log(record, METRICS_FILE)
 
-    def on_dynamics(self, record: dict) -> None:
-        self.folder.append_log(record, DYNAMICS_FILE)
+    def on_dynamics(self, record: DynamicsRecord) -> None:
+        self.folder.append_log(record.to_json(), DYNAMICS_FILE)
 
 
 def notify(listeners, event: str, *args) -> None:

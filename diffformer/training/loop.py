@@ -17,11 +17,12 @@ from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_w
 from diffformer.data import prepare_data
 from diffformer.devices import pick_device, resolve_precision
 from diffformer.dynamics.figure import draw_dynamics
-from diffformer.experiments import experiment_for
+from diffformer.dynamics.records import read_dynamics
 from diffformer.errors import RecipeError
+from diffformer.experiments import experiment_for
 from diffformer.recipe import Recipe
 from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
-from diffformer.run_folder import DYNAMICS_FIGURE, DYNAMICS_FILE, RunFolder
+from diffformer.run_folder import DYNAMICS_FIGURE, RunFolder
 from diffformer.training import distributed
 from diffformer.training.listeners import StepLogWriter, TrainingListener, notify
 from diffformer.training.optimizer import build_optimizer
@@ -140,7 +141,7 @@ def _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_fro
     if parallel.info.is_main:
         folder.write_summary(result.summary())
         if recipe.track is not None:
-            draw_dynamics(folder.read_log(DYNAMICS_FILE), recipe.name, folder.path / DYNAMICS_FIGURE)
+            draw_dynamics(read_dynamics(folder), recipe.name, folder.path / DYNAMICS_FIGURE)
     return result
 
 

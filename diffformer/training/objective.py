@@ -24,4 +24,3 @@ class LanguageModelling:
 
     def tracker(self, settings, model, data, device, precision) -> AttentionTracker:
         return AttentionTracker(settings, model, data, device, precision)
-

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from diffformer.dynamics.records import DynamicsRecord
 from diffformer.errors import RecipeError
 from diffformer.run_folder import TENSORBOARD, WANDB, RunFolder
 from diffformer.sections import Section
@@ -67,8 +68,8 @@ def _scalars(record: dict) -> dict[str, float]:
     return named
 
 
-def _dynamics_scalars(record: dict) -> dict[str, float]:
-    values = {**record.get("average", {}), **record.get("model", {})}
+def _dynamics_scalars(record: DynamicsRecord) -> dict[str, float]:
+    values = {**record.average, **record.model}
     return {f"dynamics/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
 
 
@@ -89,9 +90,9 @@ class TensorBoardListener(TrainingListener):
         for tag, value in _scalars(record).items():
             self.writer.add_scalar(tag, value, record["step"])
 
-    def on_dynamics(self, record: dict) -> None:
+    def on_dynamics(self, record: DynamicsRecord) -> None:
         for tag, value in _dynamics_scalars(record).items():
-            self.writer.add_scalar(tag, value, record["step"])
+            self.writer.add_scalar(tag, value, record.step)
 
     def on_end(self) -> None:
         self.writer.close()
@@ -108,8 +109,8 @@ class WandbListener(TrainingListener):
     def on_record(self, record: dict) -> None:
         self.run.log(_scalars(record), step=record["step"])
 
-    def on_dynamics(self, record: dict) -> None:
-        self.run.log(_dynamics_scalars(record), step=record["step"])
+    def on_dynamics(self, record: DynamicsRecord) -> None:
+        self.run.log(_dynamics_scalars(record), step=record.step)
 
     def on_end(self) -> None:
         self.run.finish()

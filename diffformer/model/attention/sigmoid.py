@@ -20,9 +20,7 @@ from diffformer.model.attention.base import AttentionKindConfig, SingleMapAttent
 
 class SigmoidConfig(AttentionKindConfig):
     kind: Literal["sigmoid"]
-    bias: float | None = Field(
-        None, description="b in σ(S + b); default −log(model.max_seq_len), the paper's −log n."
-    )
+    bias: float | None = Field(None, description="b in σ(S + b); default −log(model.max_seq_len), the paper's −log n.")
 
     def resolved_bias(self, model) -> float:
         return -math.log(model.max_seq_len) if self.bias is None else self.bias
