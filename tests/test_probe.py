@@ -5,9 +5,12 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import KINDS
 from typer.testing import CliRunner
 
 from diffformer.cli import app
+from diffformer.model.attention import kind_entry
+from diffformer.model.capture import Rows
 from diffformer.data.mqar import MqarTask
 from diffformer.probes.runner import ProbeSettings, run_probes
 
@@ -252,3 +255,23 @@ def test_lengths_where_no_prompt_fits_are_reported_not_a_crash(trained):
     assert only_short.exit_code == 0, only_short.output
     layers = json.loads(only_short.stdout)["attention"]["layers"]
     assert layers["0"]["needle_mass"] is None and layers["0"]["key_coverage"]["min"] >= 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_probe_attention_shares_mean_the_same_for_every_kind(tmp_path, kind):
+    """Masses are shares of each row's |weight| whatever the kind's rows are, so they lie in [0, 1] and the
+    needle and the rest of the context never hold more than the whole row; rows that are not distributions
+    also get their signed sums, and the table says which rows it shows."""
+    run = _train(tmp_path, kind, attention={"kind": kind})
+    result = runner.invoke(app, ["probe", str(run), "--samples", "4", "--lengths", "24", "--json"])
+    assert result.exit_code == 0, result.output
+    attention = json.loads(result.stdout)["attention"]
+    rows = kind_entry(kind).rows
+    assert attention["rows"] == rows.value
+    for layer in attention["layers"].values():
+        assert 0.0 <= layer["needle_mass"] <= 1.0 and 0.0 <= layer["noise"] <= 1.0
+        assert layer["needle_mass"] + layer["noise"] <= 1.0 + 1e-6
+        assert (layer["row_sum"] is not None) == (rows != Rows.DISTRIBUTION)
+        assert (layer["needle_net_mass"] is not None) == (rows != Rows.DISTRIBUTION)
+    table = runner.invoke(app, ["probe", str(run), "--samples", "4", "--lengths", "24"])
+    assert f"rows: {rows.value}" in " ".join(table.output.split())
