@@ -242,14 +242,21 @@ def compare(
             "(runs with train.early_stop: most seeds reaching the threshold, then the fewest steps).",
         ),
     ] = "loss",
+    average: Annotated[
+        bool,
+        typer.Option(
+            "--average", help="Attention measurements averaged over layers and lengths (labelled) instead of one each."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Compare runs side by side: recipe differences, budget, losses, eval metrics and probe summaries.
+    """Compare runs side by side: what the recipes and the models' derived settings differ in (a fairness
+    section with a warning per unnamed difference), budget, losses, eval metrics and probe results.
 
-    Differences within the measurement's uncertainty (or the seed spread of runs that
-    differ only in seed) are marked "within noise"; metrics on different data are not compared.
+    Each difference to the first column carries a 95% interval (paired by seed or Welch's t; Wilson and
+    Newcombe for shares of seeds) and a verdict naming it and n; metrics on different data are not compared.
     """
-    from diffformer.comparison import compare_runs, fresh_output_dir
+    from diffformer.comparison import compare_runs, comparison_as_dict, fresh_output_dir
 
     with user_errors(as_json):
         comparison, files = compare_runs(
@@ -261,9 +268,10 @@ def compare(
             best_of=best_of,
             by=by,
             device=device,
+            average_attention=average,
         )
     if as_json:
-        print_json(comparison)
+        print_json(comparison_as_dict(comparison))
         return
     render_comparison(comparison, stdout)
     stdout.print("wrote " + ", ".join(str(f) for f in files))

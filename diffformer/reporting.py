@@ -4,7 +4,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffformer.metrics import uncertainty_text
-from diffformer.probes.results import AttentionSummary, LayerOutliers, ProbeReport, RetrievalGrid
+from diffformer.probes.results import AttentionSummary, LayerAttention, LayerOutliers, ProbeReport, RetrievalGrid
 from diffformer.training.trainer import TrainResult
 
 SHORT_NAMES = {
@@ -12,6 +12,8 @@ SHORT_NAMES = {
     "noise": "noise",
     "needle_net_mass": "needle Σw",
     "row_sum": "row Σw",
+    "a1_needle_mass": "A1 needle",
+    "a2_needle_mass": "A2 needle",
     "source_argmax": "argmax src",
     "source_argmax_near": "argmax ±1",
     "entropy": "entropy",
@@ -64,8 +66,10 @@ def _render_attention(attention: AttentionSummary, console: Console) -> None:
     measured = [layer.measured() for layer in attention.layers.values()]
     columns = [name for name in SHORT_NAMES if any(name in m for m in measured)]
     table = Table(
-        title=f"Attention at the answer position (per layer, mean over heads and prompts; rows: {attention.rows})"
+        title="Attention at the answer position (per context length and layer, mean over heads and prompts; "
+        f"rows: {attention.rows})"
     )
+    table.add_column("length", justify="right")
     table.add_column("layer", justify="right")
     for name in columns:
         table.add_column(SHORT_NAMES[name], justify="right")
@@ -73,18 +77,18 @@ def _render_attention(attention: AttentionSummary, console: Console) -> None:
     table.caption = (
         "needle/noise: share of each row's |weight| on the evidence / on the rest of the context (a "
         "distribution's mass); needle Σw, row Σw: signed sums, for rows that are not distributions; "
-        "entropy normalised to [0, 1]; "
-        "diversity: mean pairwise JS between heads; coverage: min r̃ / share of keys with r̃ < 0.1 / "
-        "largest share (sink)"
+        "A1/A2 needle: the share each softmax map of a differential head puts there; entropy normalised to "
+        "[0, 1]; diversity: mean pairwise JS between heads; coverage (training length): min r̃ / share of keys "
+        "with r̃ < 0.1 / largest share (sink)"
     )
-    for layer, values in attention.layers.items():
-        coverage = values.key_coverage
-        cover = (
-            f"{coverage.min:.2f}/{coverage.below_0_1:.0%}/{coverage.largest_share:.2f}" if coverage is not None else "–"
-        )
-        table.add_row(str(layer), *[_fraction(getattr(values, name)) for name in columns], cover)
-    if attention.average is not None:
-        table.add_row("mean", *[_fraction(getattr(attention.average, name)) for name in columns], "", style="bold")
+    for length, layers in attention.by_length.items():
+        for layer, values in layers.items():
+            coverage = attention.layers.get(layer, LayerAttention()).key_coverage
+            cover = (
+                "–" if coverage is None else f"{coverage.min:.2f}/{coverage.below_0_1:.0%}/{coverage.largest_share:.2f}"
+            )
+            table.add_row(str(length), str(layer), *[_fraction(getattr(values, name)) for name in columns], cover)
+        table.add_section()
     console.print(table)
 
 
@@ -134,6 +138,8 @@ def render_train_result(result: TrainResult, console: Console) -> None:
 def render_comparison(comparison, console: Console) -> None:
     for note in comparison.notes:
         console.print(f"[bold]best:[/bold] {note}")
+    for warning in comparison.warnings:
+        console.print(f"[yellow]{warning}[/yellow]")
     table = Table(title="Comparison (Δ against the first column)")
     table.add_column("", style="bold")
     for label in comparison.columns:
@@ -150,13 +156,15 @@ def render_comparison(comparison, console: Console) -> None:
         for i, value in enumerate(row.values):
             error = row.uncertainty[i] if row.uncertainty else None
             text = _format(value) + (f" ± {error:.3g}" if isinstance(error, float) and error == error else "")
-            if i > 0 and row.verdicts[i]:
+            if i > 0 and row.verdicts[i] and row.kind != "text":
                 text += f"\n[dim]{row.verdicts[i]}[/dim]"
             cells.append(text)
         table.add_row(row.name, *cells)
     console.print(table)
-    if any(len(runs) > 1 for runs in comparison.runs_per_column):
-        console.print("± is the seed-to-seed standard deviation for columns with several seeds, else a standard error.")
+    console.print(
+        "± is a column's standard error over its seeds (never below its runs' own errors); each difference to "
+        "the first column carries its 95% interval (paired by seed or Welch; docs/formulas.md §19)."
+    )
 
 
 def _format(value) -> str:

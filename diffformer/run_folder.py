@@ -3,6 +3,7 @@
     RUN/run.json                     marks a run folder: its defining settings and their fingerprint
     RUN/.lock                        held (flock) by the process training into the folder
     RUN/recipe.yaml                  the resolved recipe
+    RUN/effective.json               what the recipe does not name but the model derives (model/effective.py)
     RUN/model.safetensors            latest weights (metadata: format, version, recipe, step, tokens)
     RUN/tokenizer.json               text runs
     RUN/metrics.jsonl                one JSON object per logged step
@@ -37,6 +38,7 @@ from diffformer.strict_json import from_json
 MANIFEST_FILE = "run.json"
 LOCK_FILE = ".lock"
 RECIPE_FILE = "recipe.yaml"
+EFFECTIVE_FILE = "effective.json"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
@@ -53,7 +55,7 @@ PROBE_FILE = "probe.json"
 RUN_FORMAT = "diffformer-run"
 # Everything a run writes at its top level; only these are ever replaced or removed.
 TRAINING_OUTPUTS = (*STEP_LOGS, DYNAMICS_FIGURE, SUMMARY_FILE)  # besides weights and checkpoints
-RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, MODEL_FILE, TOKENIZER_FILE, *TRAINING_OUTPUTS)
+RUN_FILES = (MANIFEST_FILE, LOCK_FILE, RECIPE_FILE, EFFECTIVE_FILE, MODEL_FILE, TOKENIZER_FILE, *TRAINING_OUTPUTS)
 RUN_FOLDERS = (CHECKPOINTS, PROBES, ATTENTION_PICTURES, TENSORBOARD, WANDB)
 CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 
@@ -209,6 +211,9 @@ class RunFolder:
 
     def write_recipe(self, text: str) -> None:
         atomic_write(self.recipe_file, text)
+
+    def write_effective(self, settings: dict) -> None:
+        atomic_write(self.path / EFFECTIVE_FILE, json.dumps(settings, indent=2) + "\n")
 
     def write_tokenizer(self, text: str) -> None:
         atomic_write(self.tokenizer_file, text)

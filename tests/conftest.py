@@ -16,6 +16,8 @@ KINDS = list(ATTENTION_KINDS)
 # Options beyond a kind's defaults that the same tests cover as well.
 OPTION_VARIANTS = {
     "differential_constant": {"kind": "differential", "lambda_init": {"schedule": "constant", "value": 0.5}},
+    "differential_pair_on_head": {"kind": "differential", "alibi_layout": "pair_on_head"},
+    "differential_pair_count": {"kind": "differential", "alibi_layout": "pair_count"},
     "doubly_normalized_no_sink": {"kind": "doubly_normalized", "sink": False},
     "doubly_normalized_mix": {"kind": "doubly_normalized", "mix": 0.3},
     "doubly_normalized_learned_mix": {"kind": "doubly_normalized", "mix": "learned", "sink": False},

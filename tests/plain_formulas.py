@@ -37,12 +37,29 @@ def alibi_slope(heads: int, h: int) -> float:
 
 
 def alibi(attention, heads: int, h: int, length: int) -> torch.Tensor:
-    """The (T, T) bias −m·(i − j) added to head h's scores, or zeros when the model does not use ALiBi."""
+    """The (T, T) bias −m·(i − j) added to head h's scores (m: ALiBi's slope of head h of `heads`), or
+    zeros when the model does not use ALiBi."""
+    return distance_bias(attention, alibi_slope(heads, h), length)
+
+
+def distance_bias(attention, slope: float, length: int) -> torch.Tensor:
     if not attention.uses_alibi:
         return torch.zeros(length, length, dtype=torch.float64)
     i = torch.arange(length, dtype=torch.float64)[:, None]
     j = torch.arange(length, dtype=torch.float64)[None, :]
-    return -alibi_slope(heads, h) * (i - j).clamp_min(0)
+    return -slope * (i - j).clamp_min(0)
+
+
+def differential_slope(attention, pair: int, sub_map: int) -> float:
+    """V1's ALiBi slope of map `sub_map` of `pair`, by its `alibi_layout` (H = n_heads sub-heads, P = H/2):
+    per_map: vanilla's slope of head 2p+s; pair_on_head: vanilla's slope of head 2p for both maps;
+    pair_count: the p-th slope of P heads for both."""
+    heads = attention.n_heads
+    if attention.alibi_layout == "per_map":
+        return alibi_slope(heads, 2 * pair + sub_map)
+    if attention.alibi_layout == "pair_on_head":
+        return alibi_slope(heads, 2 * pair)
+    return alibi_slope(heads // 2, pair)
 
 
 def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -111,9 +128,10 @@ def differential(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
             q1, k1 = _qk(attention, seq, 2 * h, 2 * g)
             q2, k2 = _qk(attention, seq, 2 * h + 1, 2 * g + 1)
             v = seq @ _head(attention.v_proj.weight, g, 2 * d).T
-            bias = alibi(attention, pairs, h, len(seq))  # both maps of pair h share its slope
-            a1 = causal_softmax(q1 @ k1.T / math.sqrt(d) + bias)
-            a2 = causal_softmax(q2 @ k2.T / math.sqrt(d) + bias)
+            bias1 = distance_bias(attention, differential_slope(attention, h, 0), len(seq))
+            bias2 = distance_bias(attention, differential_slope(attention, h, 1), len(seq))
+            a1 = causal_softmax(q1 @ k1.T / math.sqrt(d) + bias1)
+            a2 = causal_softmax(q2 @ k2.T / math.sqrt(d) + bias2)
             head = (a1 - lam * a2) @ v
             head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * gain
             heads.append(head * (1 - attention.lambda_init))

@@ -7,7 +7,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from diffformer import ModelConfig, Transformer
 from diffformer.cli import app
+from diffformer.comparison.fairness import converged
+from diffformer.model.effective import effective_settings
 from diffformer.comparison import RunRecord, compare_records
 from diffformer.errors import RecipeError
 from diffformer.recipe import Recipe, expand_variants
@@ -97,7 +100,8 @@ def _record(name, loss, loss_se, seed=0, task="mqar", kind="vanilla", attention=
     )
 
 
-def test_differences_within_uncertainty_are_called_noise():
+def test_a_verdict_names_its_interval_and_n():
+    """Single runs: the interval comes from their measurement errors alone, and says so."""
     comparison = compare_records(
         [
             _record("a", 1.00, 0.05),
@@ -107,8 +111,14 @@ def test_differences_within_uncertainty_are_called_noise():
     )
     loss = next(row for row in comparison.rows if row.section == "eval" and row.name == "loss")
     assert loss.verdicts[0] == "reference"
-    assert loss.verdicts[1] == "+0.05 (within noise)"
-    assert loss.verdicts[2] == "+1"
+    half = 1.959964 * (2 * 0.05**2) ** 0.5
+    assert loss.differences[1].low == pytest.approx(0.05 - half) and loss.differences[1].high == pytest.approx(
+        0.05 + half
+    )
+    assert loss.verdicts[1] == (
+        f"no detectable difference at n = 1 (measurement error only) (95% CI {0.05 - half:+.3g} … {0.05 + half:+.3g})"
+    )
+    assert loss.verdicts[2] == f"+1 (95% CI {1 - half:+.3g} … {1 + half:+.3g}; n = 1 (measurement error only))"
 
 
 def test_runs_on_different_data_are_not_compared_on_metrics():
@@ -119,20 +129,44 @@ def test_runs_on_different_data_are_not_compared_on_metrics():
     assert comparison.differences["data.task"] == ["mqar", "needle"]
 
 
-def test_seed_groups_use_the_seed_spread():
-    comparison = compare_records(
-        [
-            _record("a1", 1.0, 0.001, seed=1),
-            _record("a2", 1.2, 0.001, seed=2),
-            _record("b1", 1.1, 0.001, seed=1, kind="differential"),
-            _record("b2", 1.3, 0.001, seed=2, kind="differential"),
-        ]
-    )
-    assert comparison.columns == ["kind=vanilla (2 seeds)", "kind=differential (2 seeds)"]
-    loss = next(row for row in comparison.rows if row.section == "eval" and row.name == "loss")
+def _loss_row(records):
+    return next(row for row in compare_records(records).rows if row.section == "eval" and row.name == "loss")
+
+
+def test_seed_groups_use_the_seed_spread_and_pair_by_seed():
+    """Seeds 1 and 2 each lose 0.1 more with differential: paired, that is consistent; unpaired it is not."""
+    records = [
+        _record("a1", 1.0, 0.001, seed=1),
+        _record("a2", 1.2, 0.001, seed=2),
+        _record("b1", 1.1, 0.001, seed=1, kind="differential"),
+        _record("b2", 1.3, 0.001, seed=2, kind="differential"),
+    ]
+    assert compare_records(records).columns == ["kind=vanilla (2 seeds)", "kind=differential (2 seeds)"]
+    loss = _loss_row(records)
     assert loss.values == pytest.approx([1.1, 1.2])
-    assert loss.uncertainty == pytest.approx([0.1414, 0.1414], rel=1e-3)
-    assert "within noise" in loss.verdicts[1], "0.1 apart with a seed spread of 0.14 is not a finding"
+    assert loss.uncertainty == pytest.approx([0.1, 0.1], rel=1e-6), "s/√n over the seeds"
+    assert loss.differences[1].n_text == "n = 2 paired seeds" and loss.differences[1].detected
+    # Paired differences 0.1 and 0.1: spread 0, so only the runs' errors remain (√(4·0.001²)/2), t with 1 df.
+    assert loss.differences[1].high - loss.differences[1].delta == pytest.approx(12.7062 * 0.001, rel=1e-4)
+    unpaired = [*records[:2], replace(records[2], recipe=records[2].recipe.model_copy(update={"seed": 3}))]
+    unpaired.append(replace(records[3], recipe=records[3].recipe.model_copy(update={"seed": 4})))
+    loss = _loss_row(unpaired)
+    assert loss.differences[1].n_text == "n = 2" and not loss.differences[1].detected
+    assert loss.verdicts[1].startswith("no detectable difference at n = 2 (95% CI")
+
+
+def test_welch_and_paired_intervals_match_their_formulas():
+    """Three seeds: Welch's t (df ≈ 2.62) against unshared seeds, Student's paired t (df 2) against shared ones;
+    the bounds are those scipy.stats.ttest_ind(equal_var=False) / ttest_rel give for the same numbers."""
+    reference = [_record(f"a{s}", v, None, seed=s) for s, v in zip((1, 2, 3), (0.90, 0.92, 0.94))]
+    unshared = [_record(f"b{s}", v, None, seed=s, kind="differential") for s, v in zip((4, 5, 6), (0.80, 0.85, 0.90))]
+    welch = _loss_row(reference + unshared).differences[1]
+    assert (welch.low, welch.high) == pytest.approx((-0.1774708, 0.0374708), abs=1e-6)
+    shared = [_record(f"b{s}", v, None, seed=s, kind="differential") for s, v in zip((1, 2, 3), (0.80, 0.85, 0.90))]
+    paired = _loss_row(reference + shared).differences[1]
+    assert (paired.low, paired.high) == pytest.approx((-0.1445241, 0.0045241), abs=1e-6)
+    assert paired.verdict() == "no detectable difference at n = 3 paired seeds (95% CI -0.145 … +0.00452)"
+    assert paired.detectable == pytest.approx((4.302653 + 1.060660) * 0.0173205, rel=1e-4)
 
 
 def test_compare_cli_errors_and_end_to_end(tmp_path):
@@ -147,7 +181,11 @@ def test_compare_cli_errors_and_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     comparison = json.loads(result.stdout)
     names = [row["name"] for row in comparison["rows"]]
-    assert "parameters" in names and "mqar accuracy @ 24" in names and "needle share of |w|" in names
+    assert "parameters" in names and "mqar accuracy @ 24" in names and "needle share of |w| · layer 0 @ 24" in names
+    assert "positional prior" in names and "heads × maps × width" in names
+    warned = " ".join(comparison["warnings"])
+    assert "heads × maps × width differs" in warned and "2 heads × 2 maps" in warned, "V1's pairs are named"
+    assert "positional prior differs" not in warned, "both rotary, same base"
     params = next(row for row in comparison["rows"] if row["name"] == "parameters")
     assert params["values"][1] - params["values"][0] == 6 * 8  # differential: +6·d_head per layer
     assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
@@ -207,10 +245,48 @@ def test_best_of_by_steps_to_learn_prefers_more_seeds_learning_then_fewer_steps(
         compare_records(without_early_stop, best_of="train.lr", by="steps_to_learn")
 
 
+def _effective(kind, **attention):
+    config = ModelConfig(
+        vocab_size=32, d_model=32, n_heads=4, n_layers=2, position="alibi", attention={"kind": kind, **attention}
+    )
+    return effective_settings(Transformer(config))
+
+
+def test_the_fairness_section_shows_what_the_recipes_do_not_name():
+    """V1 under the 2026-11 pair slopes lacks vanilla's steep ALiBi slope: a warning says so, naming both sets;
+    under the default (per map) the prior is the same and only the layout and the kind's parts differ."""
+    vanilla = replace(_record("a", 1.0, 0.01), effective=_effective("vanilla"))
+    pairs = replace(
+        _record("b", 1.0, 0.01, kind="differential"), effective=_effective("differential", alibi_layout="pair_count")
+    )
+    warnings = compare_records([vanilla, pairs]).warnings
+    prior = next(w for w in warnings if w.startswith("⚠ positional prior differs"))
+    assert "vanilla: ALiBi slopes 1/4, 1/16, 1/64, 1/256" in prior and "differential: ALiBi slopes 1/16, 1/256" in prior
+    per_map = replace(pairs, effective=_effective("differential"))
+    warnings = compare_records([vanilla, per_map]).warnings
+    assert not any("positional prior" in w for w in warnings)
+    assert any(w.startswith("⚠ heads × maps × width differs") for w in warnings)
+    assert any(w.startswith("⚠ parameters: attention (the kind's own) differs") for w in warnings), "V1's λ vectors"
+    swept = [replace(_record("a", 1.0, 0.01, train={"lr": lr}), effective=_effective("vanilla")) for lr in (1e-3, 1e-2)]
+    assert not any("learning rate" in w for w in compare_records(swept).warnings), (
+        "a varied key is not a hidden difference"
+    )
+
+
+def test_convergence_is_a_small_fall_over_the_last_tenth():
+    falling = [{"step": s, "loss": 2.0 - s / 100} for s in range(100)]
+    flat = [{"step": s, "loss": 1.0 + 0.01 * ((-1) ** s)} for s in range(100)]
+    assert converged(falling) is False and converged(flat) is True
+    assert converged(falling[:5]) is None, "too few losses to say"
+    assert converged(falling, stopped_early=True) is True, "stopped early at its threshold"
+    almost = [{"step": s, "loss": 2.0 * 0.5 ** (s / 5)} for s in range(100)]  # fell by 2 and is still falling a hair
+    assert converged(almost) is True
+
+
 def test_a_column_of_seeds_is_never_more_certain_than_its_runs():
     same = [_record(f"s{seed}", 1.0, 0.05, seed=seed) for seed in (1, 2)]  # identical values: spread 0
     loss = next(row for row in compare_records(same).rows if row.section == "eval" and row.name == "loss")
-    assert loss.uncertainty == [pytest.approx(0.05)]
+    assert loss.uncertainty == [pytest.approx(0.05 / 2**0.5)], "the runs' own errors: √(2·0.05²)/2"
 
 
 def test_variant_folder_names_have_no_commas_or_colons_and_old_sweeps_keep_theirs(tmp_path):

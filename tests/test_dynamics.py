@@ -56,7 +56,10 @@ MQAR = {"task": "mqar", "vocab_size": 32, "num_pairs": 3, "seq_len": 24}
 # What a kind's rows add to the common measurements (docs/formulas.md §6).
 ROW_MEASUREMENTS = {
     Rows.DISTRIBUTION: set(),
-    Rows.SIGNED: {"lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share", "needle_net_mass", "row_sum"},
+    Rows.SIGNED: {
+        *("lambda_value", "a1_a2_cosine", "a1_a2_js", "negative_share", "needle_net_mass", "row_sum"),
+        *("a1_needle_mass", "a2_needle_mass"),
+    },
     Rows.UNNORMALISED: {"needle_net_mass", "row_sum"},
 }
 

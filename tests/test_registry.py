@@ -106,3 +106,37 @@ def test_every_kind_computes_identical_heads_from_identical_weights(kind):
         model(torch.randint(0, 37, (2, 9)))
     for maps in capture.maps.values():
         torch.testing.assert_close(maps.weights, maps.weights[:, :1].expand_as(maps.weights))
+
+
+@pytest.mark.parametrize("n_heads", [2, 4, 8])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_has_vanillas_alibi_slope_set_at_the_same_number_of_heads_by_default(kind, n_heads):
+    """The positional prior is not a hidden difference between kinds: with ALiBi each kind's maps, at its
+    default options, use exactly the slopes a vanilla layer of the same n_heads uses."""
+    from diffformer import ModelConfig, Transformer
+    from diffformer.model.position import alibi_slopes
+
+    config = ModelConfig(
+        vocab_size=37, d_model=64, n_heads=n_heads, n_layers=1, position="alibi", attention={"kind": kind}
+    )
+    used = Transformer(config).blocks[0].attention.alibi_slopes
+    assert set(used.tolist()) == set(alibi_slopes(n_heads).tolist())
+    assert set(config.attention.map_alibi_slopes(config).tolist()) == set(alibi_slopes(n_heads).tolist())
+
+
+def test_differential_alibi_layouts_assign_the_slopes_they_name():
+    from diffformer import ModelConfig
+
+    def slopes(layout):
+        config = ModelConfig(
+            vocab_size=37,
+            d_model=64,
+            n_heads=4,
+            position="alibi",
+            attention={"kind": "differential", "alibi_layout": layout},
+        )
+        return config.attention.map_alibi_slopes(config).tolist()  # sub-head 2p + s
+
+    assert slopes("per_map") == [1 / 4, 1 / 16, 1 / 64, 1 / 256]
+    assert slopes("pair_on_head") == [1 / 4, 1 / 4, 1 / 64, 1 / 64]
+    assert slopes("pair_count") == [1 / 16, 1 / 16, 1 / 256, 1 / 256], "the rule the 2026-11 study used"

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from diffformer.cli import app
 from diffformer.comparison.report import markdown_report
+from diffformer.comparison.statistics import Measured, mean_difference
 from diffformer.comparison.table import Comparison, Row
 
 runner = CliRunner()
@@ -76,30 +77,34 @@ def test_a_study_writes_its_report_and_figures(study):
     assert "![retrieval heatmaps mqar](retrieval_heatmaps_mqar.png)" in report
 
 
-def test_the_report_names_differences_beyond_noise_and_only_those():
-    rows = [
-        Row(
+def test_the_report_names_detected_differences_with_their_intervals_and_only_those():
+    def row(*columns):
+        runs = [[Measured(seed, value, 0.02) for seed, value in enumerate(values)] for values in columns]
+        differences = [None] + [mean_difference(runs[0], other) for other in runs[1:]]
+        verdicts = ["reference"] + [d.verdict() for d in differences[1:]]
+        return Row(
             "retrieval",
             "mqar accuracy @ 64",
-            [0.5, 0.9, 0.52],
-            [0.02, 0.03, 0.02],
-            ["reference", "+0.4", "+0.02 (within noise)"],
+            [sum(v) / len(v) for v in columns],
+            [0.01] * 3,
+            verdicts,
+            differences=differences,
         )
-    ]
+
     comparison = Comparison(
-        ["kind=vanilla", "kind=differential", "kind=doubly_normalized"], [["a"], ["b"], ["c"]], {}, rows
+        ["kind=vanilla", "kind=differential", "kind=doubly_normalized"],
+        [["a"], ["b"], ["c"]],
+        {},
+        [row((0.50, 0.52, 0.48), (0.90, 0.91, 0.89), (0.51, 0.53, 0.49))],
     )
     report = markdown_report(comparison, [], ["diffformer compare a b c"])
-    assert "- retrieval · mqar accuracy @ 64: kind=differential differs from kind=vanilla by +0.4" in report
-    assert "doubly_normalized differs" not in report
-    assert "diffformer compare a b c" in report
-    quiet = Comparison(
-        comparison.columns,
-        comparison.runs_per_column,
-        {},
-        [Row("eval", "loss", [1.0, 1.01], [0.1, 0.1], ["reference", "+0.01 (within noise)"])],
-    )
-    assert "No difference against kind=vanilla exceeds the noise." in markdown_report(quiet, [], [])
+    assert "- retrieval · mqar accuracy @ 64: kind=differential − kind=vanilla = +0.4 (95% CI" in report
+    assert "kind=doubly_normalized − kind=vanilla" not in report, "no detectable difference is not listed as one"
+    assert "1 other differences are not detectable at their n" in report
+    assert "smallest detectable (retrieval · mqar accuracy @ 64, kind=doubly_normalized): ±" in report
+    assert "diffformer compare a b c" in report and "## Is the comparison fair?" in report
+    quiet = Comparison(comparison.columns[:2], [["a"], ["c"]], {}, [row((0.50, 0.52, 0.48), (0.51, 0.53, 0.49))])
+    assert "No difference against kind=vanilla is detectable at these seed counts." in markdown_report(quiet, [], [])
 
 
 def test_probe_settings_in_a_recipe_are_checked(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from diffformer.checkpoint import load_trained_model
 from diffformer.dynamics.records import DynamicsRecord, read_dynamics
 from diffformer.errors import CheckpointError, DiffformerError
+from diffformer.model.effective import effective_settings
 from diffformer.probes.results import ProbeReport
 from diffformer.recipe import Recipe
 from diffformer.run_folder import MODEL_FILE, read_probe
@@ -29,11 +30,16 @@ class RunRecord:
     dynamics: list[DynamicsRecord] = field(default_factory=list)  # RUN/dynamics.jsonl up to the checkpoint's step
     stopped_early_at: int | None = None  # train.early_stop met at this step (steps to learn)
     folder_name: str | None = None  # the run folder's name, which names its column
+    effective: dict = field(default_factory=dict)  # what the recipe does not name (model/effective.py)
 
     @cached_property
     def settings(self) -> dict:
         """The recipe as plain data (resolved, as a run folder stores it): what comparisons tell runs apart by."""
         return self.recipe.stored()
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
 
     @property
     def stops_early(self) -> bool:
@@ -71,6 +77,7 @@ def load_run(path: Path | str) -> RunRecord:
         model_file=loaded.path,
         stopped_early_at=None if summary is None else summary.stopped_early_at,
         folder_name=folder.path.name,
+        effective=effective_settings(loaded.model),
         dynamics=read_dynamics(folder, up_to_step=loaded.step),
     )
 

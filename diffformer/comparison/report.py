@@ -8,9 +8,12 @@ from pathlib import Path
 from diffformer import __version__
 from diffformer.comparison.table import Comparison, Row
 
-NOISE_RULE = (
-    "A difference counts only when it exceeds twice the combined uncertainty: the seed-to-seed standard "
-    "deviation for columns with several seeds, else the standard error of the measurement."
+STATISTICS = (
+    "Each value is the mean over a column's seeds ± its standard error (the seeds' s/√n, never below the runs' "
+    "own measurement errors; a single run: its measurement error). Each difference against the first column "
+    "carries a 95% interval — paired by seed where the columns share seeds, else Welch's, with Student's t; "
+    "shares of seeds with Wilson and Newcombe intervals — and a verdict names the interval and n "
+    "(docs/formulas.md §19)."
 )
 
 
@@ -40,9 +43,15 @@ def markdown_report(comparison: Comparison, figures: Sequence[Path], commands: S
             for key, values in comparison.differences.items()
         ]
         lines.append("")
+    lines += ["## Is the comparison fair?", ""]
+    lines += [*(f"- {warning}" for warning in comparison.warnings)] or [
+        "- Every column was given the same parameters, tokens, positional prior, head layout, kind options, "
+        "learning rate and precision, beyond the settings varied on purpose, and every run had converged."
+    ]
+    lines.append("")
     if comparison.notes:
         lines += ["## Best settings", "", *(f"- {note}" for note in comparison.notes), ""]
-    lines += ["## Results", "", f"Δ is against the first column. {NOISE_RULE}", ""]
+    lines += ["## Results", "", f"Δ is against the first column. {STATISTICS}", ""]
     section = None
     for row in comparison.rows:
         if row.section != section:
@@ -70,18 +79,35 @@ def _cell(row: Row, index: int) -> str:
     error = row.uncertainty[index] if row.uncertainty else None
     if isinstance(error, float) and error == error:
         text += f" ± {error:.2g}"
-    if index > 0 and row.verdicts[index]:
+    if index > 0 and row.verdicts[index] and row.kind != "text":
         text += f" ({row.verdicts[index]})"
     return text
 
 
 def _verdicts(comparison: Comparison) -> list[str]:
-    """Every measured difference against the first column that is beyond noise, or a plain statement that none is."""
-    found = []
+    """Every difference against the first column whose interval excludes zero, then how many showed none and
+    the smallest differences the comparison could have detected."""
+    found, undetected, detectable = [], 0, []
     for row in comparison.rows:
-        if row.section == "run" or not row.uncertainty:
+        if row.kind not in ("mean", "share"):
             continue
-        for label, verdict in zip(comparison.columns[1:], row.verdicts[1:]):
-            if verdict and "within noise" not in verdict and verdict != "not comparable" and row.uncertainty[0]:
-                found.append(f"- {row.section} · {row.name}: {label} differs from {comparison.columns[0]} by {verdict}")
-    return found or [f"- No difference against {comparison.columns[0]} exceeds the noise."]
+        for label, difference in zip(comparison.columns[1:], row.differences[1:]):
+            if difference is None:
+                continue
+            if difference.detected:
+                found.append(
+                    f"- {row.section} · {row.name}: {label} − {comparison.columns[0]} = {difference.verdict()}"
+                )
+            else:
+                undetected += 1
+                if difference.detectable is not None:
+                    detectable.append((row, label, difference))
+    lines = found or [f"- No difference against {comparison.columns[0]} is detectable at these seed counts."]
+    if undetected:
+        lines.append(f"- {undetected} other differences are not detectable at their n (intervals in the tables).")
+    for row, label, difference in detectable:
+        lines.append(
+            f"- smallest detectable ({row.section} · {row.name}, {label}): ±{difference.detectable:.3g} "
+            f"(80% power at the 5% level, {difference.n_text})"
+        )
+    return lines

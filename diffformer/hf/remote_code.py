@@ -30,6 +30,7 @@ def remote_config(config) -> dict:
         "position": config.position,
         "attention_kind": attention.kind,
         "attention_options": attention.exported_options(config),
+        "alibi_slopes": attention.map_alibi_slopes(config).tolist() if config.position == "alibi" else None,
         "uniform_attention": config.uniform_attention,
         "tie_word_embeddings": False,
         "use_cache": False,

@@ -12,6 +12,8 @@ training length (docs/formulas.md §10).
 import torch
 from torch import nn
 
+ROPE_BASE = 10000.0  # θ in angle = t·θ^(−2m/d)
+
 
 class RotaryEmbedding(nn.Module):
     """Rotates query/key heads by their position; one instance is shared by all layers.
@@ -20,8 +22,9 @@ class RotaryEmbedding(nn.Module):
     rotary models can be probed at lengths longer than they were trained on.
     """
 
-    def __init__(self, d_head: int, max_seq_len: int, base: float = 10000.0):
+    def __init__(self, d_head: int, max_seq_len: int, base: float = ROPE_BASE):
         super().__init__()
+        self.base = base
         inverse_frequency = base ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
         # Non-persistent: derived from the config, so they stay out of checkpoints.
         self.register_buffer("inverse_frequency", inverse_frequency, persistent=False)

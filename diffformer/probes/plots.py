@@ -32,21 +32,37 @@ def retrieval_heatmap(grid: RetrievalGrid, title: str, path: Path) -> None:
     plt.close(figure)
 
 
+# What each curve shows, and how it is labelled (docs/formulas.md §6).
+CURVES = {
+    "needle_mass": "needle: share of |w|",
+    "noise": "rest of context: share of |w|",
+    "needle_net_mass": "needle: net Σw (signed)",
+    "a1_needle_mass": "needle in A1 (softmax)",
+    "a2_needle_mass": "needle in A2 (softmax)",
+}
+
+
 def attention_plot(attention: AttentionSummary, title: str, path: Path) -> None:
-    """Per layer: attention on the needle vs on the rest of the context (noise), at the answer position."""
-    layers = [layer for layer in sorted(attention.layers) if attention.layers[layer].needle_mass is not None]
-    needle = [attention.layers[layer].needle_mass for layer in layers]
-    noise = [attention.layers[layer].noise for layer in layers]
-    figure, axes = plt.subplots(figsize=(1.5 + 0.8 * len(layers), 3.2))
-    x = range(len(layers))
-    axes.bar([i - 0.2 for i in x], needle, width=0.4, label="needle")
-    axes.bar([i + 0.2 for i in x], noise, width=0.4, label="rest of context (noise)")
-    axes.set_xticks(list(x), [str(layer) for layer in layers])
-    axes.set_xlabel("layer")
-    axes.set_ylabel("attention mass at the answer")
-    axes.axhline(0, color="black", linewidth=0.5)
-    axes.legend(fontsize=8)
-    axes.set_title(title, fontsize=9)
+    """A panel per layer: at the answer position, against context length, the share of each row's |weight|
+    on the needle and on the rest of the context, the signed net mass for rows that are not distributions,
+    and for differential kinds the needle's share in A1 and in A2."""
+    lengths = sorted(attention.by_length)
+    layers = sorted({layer for per_layer in attention.by_length.values() for layer in per_layer})
+    figure, axes = plt.subplots(1, len(layers), figsize=(0.5 + 3.4 * len(layers), 3.2), squeeze=False)
+    for panel, layer in zip(axes[0], layers):
+        for name, label in CURVES.items():
+            values = [getattr(attention.by_length[n].get(layer), name, None) for n in lengths]
+            if any(v is not None for v in values):
+                style = "--" if name.startswith("a") else "-"
+                panel.plot(lengths, [float("nan") if v is None else v for v in values], style, marker="o", label=label)
+        panel.set_xscale("log", base=2)
+        panel.set_xticks(lengths, [str(n) for n in lengths])
+        panel.set_xlabel("context length")
+        panel.set_title(f"layer {layer}", fontsize=9)
+        panel.axhline(0, color="black", linewidth=0.5)
+    axes[0][0].set_ylabel(f"at the answer (rows: {attention.rows})")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

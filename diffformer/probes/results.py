@@ -58,6 +58,8 @@ class LayerAttention:
     noise: float | None = None  # share on the rest of the context before the question
     needle_net_mass: float | None = None  # rows that are not distributions: Σw on the evidence, signed
     row_sum: float | None = None  # ... and Σw over the whole row (1 − λ for differential; any for sigmoid)
+    a1_needle_mass: float | None = None  # differential kinds: A1's share on the evidence (a softmax row) …
+    a2_needle_mass: float | None = None  # … and A2's (what A1 − λ·A2 subtracts)
     source_argmax: float | None = None  # share of rows whose largest weight is on the source (copy: diagonal)
     source_argmax_near: float | None = None  # ... on the source or a key next to it (±1)
     entropy: float | None = None
@@ -79,9 +81,9 @@ class LayerAttention:
 
 @dataclass
 class AttentionSummary:
-    layers: dict[int, LayerAttention] = field(default_factory=dict)
-    average: LayerAttention | None = None  # each measurement's mean over layers
-    needle_mass_by_length: dict[int, dict[int, float]] = field(default_factory=dict)  # length -> layer -> share
+    layers: dict[int, LayerAttention] = field(default_factory=dict)  # per layer, over every probed length
+    average: LayerAttention | None = None  # each measurement's mean over layers (shown only where asked)
+    by_length: dict[int, dict[int, LayerAttention]] = field(default_factory=dict)  # length -> layer -> measures
     rows: str = "distribution"  # what the maps' rows are (model/capture.py Rows), so tables can say what they show
 
 

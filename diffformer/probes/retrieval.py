@@ -128,16 +128,20 @@ def exact_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class AnswerAttention:
-    """Accumulates docs/formulas.md §6 measurements per layer at the positions each row is scored at.
+    """Accumulates docs/formulas.md §6 measurements per layer, and per context length and layer, at the
+    positions each row is scored at.
 
     Masses are shares of each row's total |weight| (for a distribution, its mass itself), so they mean the
     same for every kind; rows that are not distributions (signed differential maps, unnormalised sigmoid
-    maps) also get the net signed mass on the source (Σw over the evidence) and the row sum Σw."""
+    maps) also get the net signed mass on the source (Σw over the evidence) and the row sum Σw. For the
+    differential kinds the shares of A1 and of A2 (each a softmax row) stand beside the effective map's."""
 
     def __init__(self):
         self.values: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self.by_head: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
-        self.needle_by_length: dict[int, dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self.by_length: dict[int, dict[int, dict[str, list[torch.Tensor]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
         self.rows = Rows.DISTRIBUTION
 
     def add(self, maps: dict[int, AttentionMaps], batch: Batch, length: int) -> None:
@@ -147,37 +151,41 @@ class AnswerAttention:
             self.rows = layer_maps.rows
             shares = stats.as_distribution(weights)  # |w| / Σ|w|: the weights themselves for a distribution
             asked = (batch.targets[:, positions] != IGNORE).to(weights.device)  # (B, P): where each row is scored
+            collected, by_head, at_length = self.values[layer], self.by_head[layer], self.by_length[length][layer]
+            parts = layer_maps.differential
 
-            collected, by_head = self.values[layer], self.by_head[layer]
-
-            def record(name: str, values: torch.Tensor) -> torch.Tensor:  # (B, H, P): the scored entries per head
-                rows = values.transpose(1, 2)[asked].cpu()  # (N, H)
+            def record(name: str, values: torch.Tensor, per_head: bool = True) -> None:
+                """values (B, H, P) per head, or (B, P) for the layer; only the scored entries are kept."""
+                rows = (values.transpose(1, 2) if per_head else values)[asked].cpu()  # (N, H) or (N,)
                 collected[name].append(rows.flatten())
-                by_head[name].append(rows)
-                return rows.flatten()
+                at_length[name].append(rows.flatten())
+                if per_head:
+                    by_head[name].append(rows)
 
             if batch.evidence is not None:  # tasks that mark each answer's source
-                spans = batch.evidence[:, positions].to(weights.device)  # (B, P, 2)
+                spans = batch.evidence[:, positions].to(weights.device)[:, None]  # (B, 1, P, 2)
                 keys = torch.arange(weights.shape[-1], device=weights.device)
-                needle = stats.span_mass(shares, spans[:, None])  # (B, H, P)
+                needle = stats.span_mass(shares, spans)  # (B, H, P)
                 before_question = keys[None, :] < batch.question_start.to(weights.device)[:, None]  # (B, T)
-                context_mass = (shares * before_question[:, None, None]).sum(-1)
-                self.needle_by_length[length][layer].append(record("needle_mass", needle))
-                record("noise", context_mass - needle)
+                record("needle_mass", needle)
+                record("noise", (shares * before_question[:, None, None]).sum(-1) - needle)
                 if self.rows != Rows.DISTRIBUTION:
-                    record("needle_net_mass", stats.span_mass(weights, spans[:, None]))
+                    record("needle_net_mass", stats.span_mass(weights, spans))
+                if parts is not None:
+                    record("a1_needle_mass", stats.span_mass(parts.a1, spans))
+                    record("a2_needle_mass", stats.span_mass(parts.a2, spans))
                 peak = weights.argmax(-1)  # (B, H, P): the key each head weights most
-                start, end = spans[:, None, :, 0], spans[:, None, :, 1]
+                start, end = spans[..., 0], spans[..., 1]
                 record("source_argmax", ((peak >= start) & (peak < end)).float())
                 record("source_argmax_near", ((peak >= start - 1) & (peak < end + 1)).float())
             if self.rows != Rows.DISTRIBUTION:
                 record("row_sum", weights.sum(-1))
             record("entropy", stats.normalized_entropy(weights, positions))
-            collected["head_diversity"].append(stats.head_diversity(weights.transpose(1, 2))[asked].cpu())
-            parts = layer_maps.differential
+            record("head_diversity", stats.head_diversity(weights.transpose(1, 2)), per_head=False)
             if parts is not None:
                 if parts.lam.dim() == 0:  # V1: one λ per layer
-                    collected["lambda_value"].append(parts.lam.reshape(1).cpu())
+                    for where in (collected, at_length):
+                        where["lambda_value"].append(parts.lam.reshape(1).cpu())
                 else:  # V2: per token and head
                     record("lambda_value", parts.lam)
                 record("a1_a2_cosine", stats.cosine_similarity(parts.a1, parts.a2))
@@ -192,10 +200,8 @@ class AnswerAttention:
         }
 
     def summary(self) -> AttentionSummary:
-        layers = {
-            layer: LayerAttention(**{name: stats.summarize(torch.cat(v)) for name, v in values.items()})
-            for layer, values in sorted(self.values.items())
-        }
+        """Per layer (over every length), per length and layer, and — labelled as such — the mean over layers."""
+        layers = _layer_summaries(self.values)
         average = None
         if layers:
             names = next(iter(layers.values())).measured()
@@ -205,8 +211,12 @@ class AnswerAttention:
                     for name in names
                 }
             )
-        by_length = {
-            length: {layer: stats.summarize(torch.cat(v)) for layer, v in sorted(layers_.items())}
-            for length, layers_ in self.needle_by_length.items()
-        }
+        by_length = {length: _layer_summaries(values) for length, values in sorted(self.by_length.items())}
         return AttentionSummary(layers, average, by_length, self.rows.value)
+
+
+def _layer_summaries(values: dict[int, dict[str, list[torch.Tensor]]]) -> dict[int, LayerAttention]:
+    return {
+        layer: LayerAttention(**{name: stats.summarize(torch.cat(v)) for name, v in measured.items()})
+        for layer, measured in sorted(values.items())
+    }

@@ -118,7 +118,9 @@ def _write_outputs(report: ProbeReport, output_dir: Path) -> None:
         retrieval_heatmap(grid, f"{variant} retrieval · {report.attention_kind} · step {report.step}", path)
         report.files.append(str(path))
     if report.attention is not None and any(
-        layer.needle_mass is not None for layer in report.attention.layers.values()
+        layer.needle_mass is not None
+        for per_layer in report.attention.by_length.values()
+        for layer in per_layer.values()
     ):
         path = output_dir / "attention.png"
         attention_plot(report.attention, f"{report.attention_kind} · step {report.step}", path)

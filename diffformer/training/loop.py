@@ -20,6 +20,7 @@ from diffformer.dynamics.figure import draw_dynamics
 from diffformer.dynamics.records import read_dynamics
 from diffformer.errors import RecipeError
 from diffformer.experiments import experiment_for
+from diffformer.model.effective import effective_settings
 from diffformer.recipe import Recipe
 from diffformer.recipe.fingerprint import EXTENDABLE, defining_settings, differences, fingerprint
 from diffformer.run_folder import DYNAMICS_FIGURE, RunFolder
@@ -74,6 +75,7 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
         raise RecipeError(f"the {recipe.data.task} task trains in one process; run it without torchrun")
     model = experiment.build_model(model_config, resolved.stored()["data"]).to(device)
     model.activation_checkpointing = recipe.train.activation_checkpointing
+    effective = effective_settings(model)  # before sharding: parameters counted whole
     parallel = distributed.Parallelism(recipe.train.parallel, info, device)
     with folder.lock() if info.is_main else nullcontext():
         # Checked again while holding the folder: another process may have written it meanwhile.
@@ -89,7 +91,7 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
         if checkpoints:
             progress = restore_optimizer(checkpoints[-1], model, optimizer, parallel.load_optimizer_state)
         if info.is_main:
-            _prepare_folder(folder, resolved, data, start_fresh, progress.step)
+            _prepare_folder(folder, resolved, data, effective, start_fresh, progress.step)
         distributed.barrier(info)
         resumed_from = str(checkpoints[-1]) if checkpoints else None
         return _run(recipe, resolved, folder, data, model, optimizer, progress, resumed_from, listeners, parallel)
@@ -104,9 +106,11 @@ def _decide_precision(recipe: Recipe, folder: RunFolder, device, resuming: bool)
     return resolve_precision(recipe.train.precision, device)
 
 
-def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool, resumed_step: int) -> None:
-    """Write the run's recipe, manifest and tokenizer (after discarding an outdated run when asked);
-    keep the metrics up to the resumed step."""
+def _prepare_folder(
+    folder: RunFolder, resolved: Recipe, data, effective: dict, start_fresh: bool, resumed_step: int
+) -> None:
+    """Write the run's recipe, manifest, effective settings and tokenizer (after discarding an outdated run
+    when asked); keep the metrics up to the resumed step."""
     if start_fresh and folder.is_run():
         folder.discard_results()
     folder.remove_interrupted_writes()
@@ -122,6 +126,7 @@ def _prepare_folder(folder: RunFolder, resolved: Recipe, data, start_fresh: bool
         history.append({"resumed_at": time.strftime("%Y-%m-%d %H:%M:%S"), "changed": changed})
     folder.write_manifest(settings, fingerprint(settings), history)
     folder.write_recipe(resolved.to_yaml())
+    folder.write_effective(effective)
     if getattr(data, "tokenizer", None) is not None:
         folder.write_tokenizer(data.tokenizer.to_str())
 

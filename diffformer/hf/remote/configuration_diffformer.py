@@ -23,9 +23,8 @@ class DiffformerConfig(PretrainedConfig):
         position: str = "rope",
         rms_norm_eps: float = 1e-5,
         attention_kind: str = "vanilla",
-        lambda_init: list[float] | None = None,
-        sink: bool = True,
-        mix: float | str = 1.0,
+        attention_options: dict | None = None,
+        alibi_slopes: list[float] | None = None,
         uniform_attention: bool = False,
         **kwargs,
     ):
@@ -38,10 +37,13 @@ class DiffformerConfig(PretrainedConfig):
         self.max_position_embeddings = max_position_embeddings
         self.position = position  # rope (interleaved pairs), alibi, learned or none
         self.rms_norm_eps = rms_norm_eps
-        self.attention_kind = attention_kind  # vanilla, differential, differential_v2, doubly_normalized
-        self.lambda_init = lambda_init  # differential: λ_init of each layer
-        self.sink = sink  # doubly_normalized: a learned background query per head
-        self.mix = mix  # doubly_normalized: m in S − m·C, a number or "learned" (sigmoid of a per-head logit)
+        self.attention_kind = attention_kind  # which of modeling_diffformer.py's attention kinds
+        # The kind's options as diffformer exported them, e.g. differential: lambda_init_per_layer (λ_init of
+        # each layer); doubly_normalized: sink (a learned background query per head) and mix (m in S − m·C,
+        # a number or "learned"); sigmoid: bias (b in σ(S + b)).
+        self.attention_options = attention_options or {}
+        # position alibi: the slope of every map, in the kind's numbering (heads; V2 query heads; V1 sub-heads).
+        self.alibi_slopes = alibi_slopes
         self.uniform_attention = uniform_attention  # the control: every row uniform over visible keys
         kwargs.setdefault("tie_word_embeddings", False)  # the export writes the LM head out in full
         kwargs.setdefault("use_cache", False)  # no key/value cache: each step recomputes the sequence

@@ -43,25 +43,20 @@ def rotate(x, base: float = 10000.0):
     return turned.flatten(-2).type_as(x)
 
 
-def alibi_slope_list(heads: int) -> list[float]:
-    """ALiBi (Press et al. 2022): 2^(−8k/p) for k = 1..p, p the largest power of two ≤ heads; the
-    remaining heads take the odd-numbered slopes of 2p heads."""
-    p = 1 << (heads.bit_length() - 1)
-    slopes = [2 ** (-8 * k / p) for k in range(1, p + 1)]
-    return slopes + [2 ** (-8 * k / (2 * p)) for k in range(1, 2 * (heads - p), 2)]
-
-
 class Maps:
     """Scores and masks for one sequence length: q·kᵀ/√d plus ALiBi's −m·(i − j), and the causal mask."""
 
     def __init__(self, config: DiffformerConfig, length: int, device):
         self.alibi = config.position == "alibi"
+        # ALiBi's slope of every map, in the kind's numbering of its maps, as diffformer trained them.
+        self.slopes = config.alibi_slopes
         self.uniform = config.uniform_attention
         self.visible = torch.ones(length, length, dtype=torch.bool, device=device).tril()
         self.distance = (torch.arange(length, device=device)[:, None] - torch.arange(length, device=device)).float()
 
-    def scores(self, q, k, slopes: list[float]):
-        """q (B, h, T, d), k (B, h, T, d) -> (B, h, T, T) in float32, −inf on future keys."""
+    def scores(self, q, k, slopes: list[float] | None):
+        """q (B, h, T, d), k (B, h, T, d) -> (B, h, T, T) in float32, −inf on future keys; with ALiBi, map m
+        adds −slopes[m]·(i − j)."""
         s = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])
         if self.alibi:
             s = s - torch.tensor(slopes, device=s.device)[:, None, None] * self.distance.clamp_min(0)
@@ -136,7 +131,7 @@ class SingleMapAttention(nn.Module):
         v = heads(self.v_proj(x), self.groups).repeat_interleave(per_group, 1)
         if self.config.position == "rope":
             q, k = rotate(q), rotate(k)
-        scores = maps.scores(q, k, alibi_slope_list(self.heads))
+        scores = maps.scores(q, k, maps.slopes)
         weights = maps.uniform_rows() if maps.uniform else self.map(self, scores, maps)
         return self.out_proj(joined(weights.to(v.dtype) @ v))
 
@@ -171,9 +166,9 @@ class DifferentialAttention(nn.Module):
         q = q.view(batch, self.pairs, 2, length, self.d_head)
         k = k.view(batch, self.kv_pairs, 2, length, self.d_head).repeat_interleave(per_group, 1)
         v = heads(self.v_proj(x), self.kv_pairs).repeat_interleave(per_group, 1)  # (B, pairs, T, 2d)
-        slopes = alibi_slope_list(self.pairs)  # both maps of a pair share its slope
-        a1 = maps.softmax(maps.scores(q[:, :, 0], k[:, :, 0], slopes))
-        a2 = maps.softmax(maps.scores(q[:, :, 1], k[:, :, 1], slopes))
+        by_sub_head = maps.slopes  # map s of pair p is sub-head 2p + s
+        a1 = maps.softmax(maps.scores(q[:, :, 0], k[:, :, 0], by_sub_head and by_sub_head[0::2]))
+        a2 = maps.softmax(maps.scores(q[:, :, 1], k[:, :, 1], by_sub_head and by_sub_head[1::2]))
         lam = (
             torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
             - torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float()))
@@ -207,8 +202,7 @@ class DifferentialV2Attention(nn.Module):
         v = heads(self.v_proj(x), self.groups).repeat_interleave(per_group, 1)
         if self.config.position == "rope":
             q, k = rotate(q), rotate(k)
-        slopes = [s for s in alibi_slope_list(self.heads) for _ in range(2)]  # a pair shares its head's slope
-        attended = maps.softmax(maps.scores(q, k, slopes)) @ v.float()  # (B, 2H, T, d)
+        attended = maps.softmax(maps.scores(q, k, maps.slopes)) @ v.float()  # (B, 2H, T, d), query head order
         lam = torch.sigmoid(self.lambda_proj(x).float()).transpose(1, 2)[..., None]  # (B, H, T, 1)
         out = attended[:, 0::2] - lam * attended[:, 1::2]
         if maps.uniform:

@@ -15,11 +15,14 @@ The contract:
   only `map_weights` (its formula: scores -> weights) and, for speed, may override `attend`.
 - maps: a function of the layer's q, k (and the kind's extras) and the query positions returning
   AttentionMaps, passed to `record_maps`.
-- position biases: with ALiBi a kind lays out one slope per map it computes (`set_alibi_slopes`).
+- position biases: with ALiBi each map the kind computes gets a slope; the config's `map_alibi_slopes`
+  says which (by default vanilla's slope set at the same n_heads), the module lays them out for its
+  kernels (`set_alibi_slopes`).
 - initialise: the kind owns the initialisation of its parameters (the default covers plain matrices).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
@@ -40,11 +43,37 @@ if TYPE_CHECKING:
 HeadSlices = tuple[torch.Tensor, int, int]
 
 
+@dataclass(frozen=True)
+class MapLayout:
+    """How a layer's attention is laid out: what the recipe's n_heads and d_model become for a kind."""
+
+    heads: int  # heads whose outputs the layer mixes (differential V1: its pairs)
+    maps_per_head: int
+    query_key_width: int  # width of each map's queries and keys
+    value_width: int  # width of the values each head reads
+
+    def describe(self) -> str:
+        maps = "1 map" if self.maps_per_head == 1 else f"{self.maps_per_head} maps"
+        return f"{self.heads} heads × {maps} of q·k width {self.query_key_width}, values {self.value_width} wide"
+
+
 class AttentionKindConfig(Section):
     """Base for the `model.attention` section of one kind; unknown keys are errors."""
 
     def check_model(self, model: "ModelConfig") -> None:
         """Raise ValueError if this kind cannot be built with `model`'s shape."""
+
+    def map_layout(self, model: "ModelConfig") -> MapLayout:
+        """Default: one map per head, queries, keys and values d_model/n_heads wide."""
+        return MapLayout(model.n_heads, 1, model.d_head, model.d_head)
+
+    def map_alibi_slopes(self, model: "ModelConfig") -> torch.Tensor:
+        """With ALiBi, the slope of each map, in the kind's own numbering of its maps (docs/formulas.md §10).
+
+        Default, one map per head: vanilla's slopes for n_heads heads. A kind with more maps chooses how
+        they share those slopes; its default keeps vanilla's slope set at the same n_heads, so kinds
+        compared at equal n_heads have the same positional prior."""
+        return alibi_slopes(model.n_heads)
 
     def exported_options(self, model: "ModelConfig") -> dict:
         """The kind's options as the exported modelling code reads them (config.json's `attention`):
@@ -218,7 +247,7 @@ class SingleMapAttention(Attention):
         self.k_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
         self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
         self.out_proj = nn.Linear(self.n_heads * self.d_head, d_model, bias=False)
-        self.set_alibi_slopes(alibi_slopes(self.n_heads))
+        self.set_alibi_slopes(model.attention.map_alibi_slopes(model))
 
     @property
     def residual_projection(self) -> nn.Linear:

@@ -21,6 +21,7 @@ from diffformer.model.attention.base import (
     Attention,
     AttentionCall,
     AttentionKindConfig,
+    MapLayout,
     merge_heads,
     repeat_kv_groups,
     split_heads,
@@ -57,12 +58,31 @@ LambdaInit = Annotated[ExpLambdaInit | ConstantLambdaInit, Field(discriminator="
 class DifferentialConfig(AttentionKindConfig):
     kind: Literal["differential"]
     lambda_init: LambdaInit = Field(default_factory=ExpLambdaInit)
+    alibi_layout: Literal["per_map", "pair_on_head", "pair_count"] = Field(
+        "per_map",
+        description="With ALiBi, which slope each map gets (vanilla's slopes s_0…s_{H−1} for n_heads = H): "
+        "per_map — sub-head 2p+s takes s_{2p+s}, vanilla's slope set (default); pair_on_head — both maps of "
+        "pair p take s_{2p}, the steep half; pair_count — both take the p-th slope of H/2 heads (diffformer "
+        "before 2026-12: no steep slope).",
+    )
     similarity_penalty: float = Field(
         0.0,
         ge=0.0,
         description="Weight of a training penalty on how alike each pair's two maps are: the mean cosine "
         "between A1 and A2 rows over layers, pairs and queries (0 = off; builds the T×T maps while training).",
     )
+
+    def map_layout(self, model) -> MapLayout:
+        return MapLayout(model.n_heads // 2, 2, model.d_head, 2 * model.d_head)
+
+    def map_alibi_slopes(self, model) -> torch.Tensor:
+        """One slope per sub-head, in sub-head order (sub-head 2p+s is map s of pair p; docs/formulas.md §10)."""
+        vanilla = alibi_slopes(model.n_heads)
+        if self.alibi_layout == "per_map":
+            return vanilla
+        if self.alibi_layout == "pair_on_head":
+            return vanilla[0::2].repeat_interleave(2)
+        return alibi_slopes(model.n_heads // 2).repeat_interleave(2)
 
     def exported_options(self, model) -> dict:
         # The exported code reads each layer's λ_init rather than re-deriving the schedule.
@@ -100,8 +120,9 @@ class DifferentialAttention(Attention):
         self.lambda_k2 = nn.Parameter(torch.randn(d_head) * 0.1)
         # One gain shared by all heads; removing this norm costs ~0.06 loss in the paper.
         self.subln = RMSNorm(2 * d_head, eps=1e-5)
-        pair_slopes = alibi_slopes(self.n_pairs)  # both maps of a pair share its slope
-        self.set_alibi_slopes(torch.cat([pair_slopes, pair_slopes]))  # map-major, like q_wide below
+        self.alibi_layout = model.attention.alibi_layout
+        by_sub_head = model.attention.map_alibi_slopes(model)  # sub-head 2p+s
+        self.set_alibi_slopes(by_sub_head.view(self.n_pairs, 2).t().reshape(-1))  # map-major, like q_wide below
 
     @property
     def residual_projection(self) -> nn.Linear:

@@ -17,6 +17,7 @@ from diffformer.model.attention.base import (
     Attention,
     AttentionCall,
     AttentionKindConfig,
+    MapLayout,
     merge_heads,
     repeat_kv_groups,
     split_heads,
@@ -27,6 +28,13 @@ from diffformer.model.position import alibi_slopes
 
 class DifferentialV2Config(AttentionKindConfig):
     kind: Literal["differential_v2"]
+
+    def map_layout(self, model) -> MapLayout:
+        return MapLayout(model.n_heads, 2, model.d_head, model.d_head)
+
+    def map_alibi_slopes(self, model) -> torch.Tensor:
+        """Query heads 2h and 2h+1 (output head h's two maps) share vanilla's slope of head h."""
+        return alibi_slopes(model.n_heads).repeat_interleave(2)
 
 
 class DifferentialV2Attention(Attention):
@@ -40,7 +48,7 @@ class DifferentialV2Attention(Attention):
         self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
         self.o_proj = nn.Linear(self.n_heads * d_head, d_model, bias=False)
         self.lambda_proj = nn.Linear(d_model, self.n_heads, bias=False)
-        self.set_alibi_slopes(alibi_slopes(self.n_heads).repeat_interleave(2))  # a pair shares its head's slope
+        self.set_alibi_slopes(model.attention.map_alibi_slopes(model))
 
     @property
     def residual_projection(self) -> nn.Linear:
