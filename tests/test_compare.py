@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from diffformer import ModelConfig, Transformer
 from diffformer.cli import app
-from diffformer.comparison.fairness import converged
-from diffformer.model.effective import effective_settings
 from diffformer.comparison import RunRecord, compare_records
+from diffformer.comparison.fairness import converged
 from diffformer.errors import RecipeError
+from diffformer.model.effective import effective_settings
 from diffformer.recipe import Recipe, expand_variants
 from diffformer.recipe.variants import variant_label
 

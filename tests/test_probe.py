@@ -9,9 +9,9 @@ from conftest import KINDS
 from typer.testing import CliRunner
 
 from diffformer.cli import app
+from diffformer.data.mqar import MqarTask
 from diffformer.model.attention import kind_entry
 from diffformer.model.capture import Rows
-from diffformer.data.mqar import MqarTask
 from diffformer.probes.runner import ProbeSettings, run_probes
 
 runner = CliRunner()
