@@ -1,5 +1,7 @@
 """Which device to run on, the precision context a recipe asks for, and the device's peak FLOP/s (for MFU)."""
 
+import os
+import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,6 +37,29 @@ def resolve_device(name: str, option: str = "--device") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RecipeError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+@cache
+def machine_description() -> str:
+    """This machine in one line, for every reported figure: the CPU model, its cores and torch's threads, whether
+    it has bf16 matrix units (AMX or AVX-512 BF16: where bf16 beats fp32), and the GPUs torch sees."""
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name") and ":" in line:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    units = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16")) if flag in flags]
+    bf16 = f"bf16 matrix units ({', '.join(units)})" if units else "no bf16 matrix units (fp32 is fastest)"
+    text = f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {bf16}"
+    if torch.cuda.is_available():
+        text += "; " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return text
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -156,6 +156,8 @@ def render_comparison(comparison, console: Console) -> None:
         for i, value in enumerate(row.values):
             error = row.uncertainty[i] if row.uncertainty else None
             text = _format(value) + (f" ± {error:.3g}" if isinstance(error, float) and error == error else "")
+            if row.kind == "share" and row.intervals[i] is not None:
+                text = f"{value:.2f} (95%: {row.intervals[i][0]:.2f}–{row.intervals[i][1]:.2f})"
             if i > 0 and row.verdicts[i] and row.kind != "text":
                 text += f"\n[dim]{row.verdicts[i]}[/dim]"
             cells.append(text)

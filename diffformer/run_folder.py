@@ -74,6 +74,7 @@ class RunSummary:
     throughput: dict = field(default_factory=dict)  # tokens/s, MFU and the peak FLOP/s they were measured against
     stopped_early_at: int | None = None  # train.early_stop: the step whose evaluation met the threshold
     finished: bool = True
+    machine: str = ""  # what trained it (devices.machine_description): timings depend on it
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from diffformer import ModelConfig, Transformer
+from diffformer.checkpoint import load_trained_model
 from diffformer.cli import app
 from diffformer.comparison import RunRecord, compare_records
 from diffformer.comparison.fairness import converged
@@ -183,6 +184,9 @@ def test_compare_cli_errors_and_end_to_end(tmp_path):
     names = [row["name"] for row in comparison["rows"]]
     assert "parameters" in names and "mqar accuracy @ 24" in names and "needle share of |w| · layer 0 @ 24" in names
     assert "positional prior" in names and "heads × maps × width" in names
+    recorded = json.loads((tmp_path / "runs" / "shoot" / "kind=differential" / "effective.json").read_text())
+    assert recorded == json.loads(json.dumps(effective_settings(load_trained_model(runs[1]).model)))
+    assert recorded["layout"].startswith("2 heads × 2 maps") and recorded["parameters"]["total"] > 0
     warned = " ".join(comparison["warnings"])
     assert "heads × maps × width differs" in warned and "2 heads × 2 maps" in warned, "V1's pairs are named"
     assert "positional prior differs" not in warned, "both rotary, same base"

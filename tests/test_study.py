@@ -101,7 +101,7 @@ def test_the_report_names_detected_differences_with_their_intervals_and_only_tho
     assert "- retrieval · mqar accuracy @ 64: kind=differential − kind=vanilla = +0.4 (95% CI" in report
     assert "kind=doubly_normalized − kind=vanilla" not in report, "no detectable difference is not listed as one"
     assert "1 other differences are not detectable at their n" in report
-    assert "smallest detectable (retrieval · mqar accuracy @ 64, kind=doubly_normalized): ±" in report
+    assert "smallest difference this comparison could have detected in retrieval (80% power" in report
     assert "diffformer compare a b c" in report and "## Is the comparison fair?" in report
     quiet = Comparison(comparison.columns[:2], [["a"], ["c"]], {}, [row((0.50, 0.52, 0.48), (0.51, 0.53, 0.49))])
     assert "No difference against kind=vanilla is detectable at these seed counts." in markdown_report(quiet, [], [])

@@ -31,6 +31,7 @@ class RunRecord:
     stopped_early_at: int | None = None  # train.early_stop met at this step (steps to learn)
     folder_name: str | None = None  # the run folder's name, which names its column
     effective: dict = field(default_factory=dict)  # what the recipe does not name (model/effective.py)
+    machine: str | None = None  # what trained it, from its summary
 
     @cached_property
     def settings(self) -> dict:
@@ -78,6 +79,7 @@ def load_run(path: Path | str) -> RunRecord:
         stopped_early_at=None if summary is None else summary.stopped_early_at,
         folder_name=folder.path.name,
         effective=effective_settings(loaded.model),
+        machine=None if summary is None else summary.machine or None,
         dynamics=read_dynamics(folder, up_to_step=loaded.step),
     )
 

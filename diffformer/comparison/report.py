@@ -1,12 +1,14 @@
 """A comparison as a self-contained Markdown report: how to reproduce it, what differs, the numbers with
 their uncertainty, the verdicts, and the figures beside it."""
 
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from diffformer import __version__
 from diffformer.comparison.table import Comparison, Row
+from diffformer.devices import machine_description
 
 STATISTICS = (
     "Each value is the mean over a column's seeds ± its standard error (the seeds' s/√n, never below the runs' "
@@ -18,10 +20,12 @@ STATISTICS = (
 
 
 def markdown_report(comparison: Comparison, figures: Sequence[Path], commands: Sequence[str]) -> str:
+    machines = ", ".join(comparison.machines) or "not recorded (runs from before 2026-12)"
     lines = [
         f"# Comparison: {' vs '.join(comparison.columns)}",
         "",
-        f"Written by diffformer {__version__} on {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"Written by diffformer {__version__} on {time.strftime('%Y-%m-%d %H:%M')} on {machine_description()}.",
+        f"Trained on: {machines}.",
         "",
         "## How to reproduce",
         "",
@@ -77,7 +81,10 @@ def _cell(row: Row, index: int) -> str:
         return value
     text = f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
     error = row.uncertainty[index] if row.uncertainty else None
-    if isinstance(error, float) and error == error:
+    if row.kind == "share" and row.intervals[index] is not None:
+        low, high = row.intervals[index]
+        text = f"{value:.2f} (95%: {low:.2f}–{high:.2f})"
+    elif isinstance(error, float) and error == error:
         text += f" ± {error:.2g}"
     if index > 0 and row.verdicts[index] and row.kind != "text":
         text += f" ({row.verdicts[index]})"
@@ -105,9 +112,13 @@ def _verdicts(comparison: Comparison) -> list[str]:
     lines = found or [f"- No difference against {comparison.columns[0]} is detectable at these seed counts."]
     if undetected:
         lines.append(f"- {undetected} other differences are not detectable at their n (intervals in the tables).")
-    for row, label, difference in detectable:
+    by_section: dict[str, list[float]] = {}
+    for row, _, difference in detectable:
+        by_section.setdefault(row.section, []).append(difference.detectable)
+    for section, sizes in by_section.items():
         lines.append(
-            f"- smallest detectable ({row.section} · {row.name}, {label}): ±{difference.detectable:.3g} "
-            f"(80% power at the 5% level, {difference.n_text})"
+            f"- smallest difference this comparison could have detected in {section} (80% power at the 5% level): "
+            f"median ±{statistics.median(sizes):.3g}, from ±{min(sizes):.3g} to ±{max(sizes):.3g} "
+            f"over {len(sizes)} undetected differences"
         )
     return lines

@@ -145,14 +145,16 @@ class Difference:
 
     @property
     def detected(self) -> bool:
-        """The interval excludes zero (or, for exact values, they differ)."""
-        if self.low is None:
+        """The interval excludes zero (or, for exact values and seeds without any spread, they differ)."""
+        if self.low is None or self.low == self.high:
             return self.delta != 0
         return self.low > 0 or self.high < 0
 
     def verdict(self) -> str:
         if self.low is None:
             return f"{self.delta:+.4g} (exact)"
+        if self.low == self.high:  # no spread and no measurement error: every seed gave the same difference
+            return "the same in every seed" if self.delta == 0 else f"{self.delta:+.4g} in every seed ({self.n_text})"
         interval = f"95% CI {self.low:+.3g} … {self.high:+.3g}"
         if self.detected:
             return f"{self.delta:+.3g} ({interval}; {self.n_text})"

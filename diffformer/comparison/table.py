@@ -12,6 +12,7 @@ is asked for, and then say so.
 import json
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 
 from diffformer.comparison import fairness
@@ -60,6 +61,7 @@ class Comparison:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)  # e.g. which learning rate won for each kind
     warnings: list[str] = field(default_factory=list)  # what the columns were given differently, unnamed
+    machines: list[str] = field(default_factory=list)  # what trained the runs (their summaries say)
 
 
 def compare_records(
@@ -81,7 +83,9 @@ def compare_records(
     labels = _column_labels(columns, differences)
     rows = _rows(columns, average_attention)
     warnings = _fairness_warnings(rows, labels, differences)
-    return Comparison(labels, [[str(r.path) for r in group] for group in columns], differences, rows, notes, warnings)
+    machines = list(dict.fromkeys(r.machine for group in columns for r in group if r.machine))
+    runs = [[str(r.path) for r in group] for group in columns]
+    return Comparison(labels, runs, differences, rows, notes, warnings, machines)
 
 
 def _column_labels(columns: list[list[RunRecord]], differences: dict) -> list[str]:
@@ -160,8 +164,14 @@ class _RowBuilder:
         """A count or a setting with no uncertainty (parameters, tokens, a positional prior)."""
         values = []
         for group in self.columns:
-            seen = list(dict.fromkeys(json.dumps(getter(r), default=str) for r in group))
-            values.append(json.loads(seen[0]) if len(seen) == 1 else " / ".join(str(json.loads(s)) for s in seen))
+            seen = [getter(r) for r in group]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen):
+                values.append(
+                    seen[0] if len(set(seen)) == 1 else statistics.fmean(seen)
+                )  # e.g. tokens of mixed lengths
+            else:
+                distinct = list(dict.fromkeys(json.dumps(v, default=str) for v in seen))
+                values.append(json.loads(distinct[0]) if len(distinct) == 1 else " / ".join(distinct))
         if all(v is None for v in values):
             return
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from diffformer.checkpoint import save_checkpoint
-from diffformer.devices import PeakFlops, autocast_for, peak_flops
+from diffformer.devices import PeakFlops, autocast_for, machine_description, peak_flops
 from diffformer.errors import CompileFailed, DiffformerError, TrainingDiverged, first_line
 from diffformer.experiments import experiment_for
 from diffformer.model.flops import training_flops_per_token
@@ -61,6 +61,7 @@ class TrainResult:
             eval=self.eval,
             throughput=self.throughput,
             stopped_early_at=self.stopped_early_at,
+            machine=machine_description(),
         )
 
     @classmethod
