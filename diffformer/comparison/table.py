@@ -178,7 +178,7 @@ class _RowBuilder:
         row = Row(section, name, values, [None] * len(values), kind="exact" if numeric else "text", fairness_item=item)
         if numeric:
             row.differences = [None] + [Difference(v - values[0], None, None, None, "exact") for v in values[1:]]
-            row.verdicts = ["reference"] + [d.verdict() if d.delta else "same" for d in row.differences[1:]]
+            row.verdicts = ["reference"] + [d.verdict() if d.delta else "" for d in row.differences[1:]]
         else:
             row.verdicts = ["reference"] + ["same" if v == values[0] else "differs" for v in values[1:]]
         self.rows.append(row)
