@@ -132,15 +132,27 @@ def eval_(
     ] = None,
     split: Annotated[str, typer.Option(help="val (held out) or train.")] = "val",
     device: DeviceOption = "auto",
+    quantize: Annotated[
+        list[str],
+        typer.Option(
+            "--quantize", help="Also with weights/activations rounded to wBITSaBITS, e.g. w8a8, w4a16 (repeatable)."
+        ),
+    ] = [],
+    granularity: Annotated[
+        str, typer.Option(help="Quantization scales: tensor (one per tensor) or channel (per row / feature).")
+    ] = "tensor",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Held-out loss, accuracy and exact match (text: perplexity, bits per byte), each with its standard error."""
+    """Held-out loss, accuracy and exact match (text: perplexity, bits per byte), each with its standard error;
+    with --quantize, the same under low-bit weights and activations and the change against full precision."""
     from diffformer.evaluation import evaluate_checkpoint
+    from diffformer.quantization import QuantizationScheme
 
     with user_errors(as_json):
+        schemes = [QuantizationScheme.parse(spec, granularity) for spec in quantize]
         with cell_progress(stderr, "evaluating") as on_batch:
             report = evaluate_checkpoint(
-                checkpoint, set_, batches, batch_size, data_seed, split, device, on_batch=on_batch
+                checkpoint, set_, batches, batch_size, data_seed, split, device, on_batch=on_batch, quantize=schemes
             )
     if as_json:
         print_json(report)
@@ -163,7 +175,7 @@ def probe(
     probe_names: Annotated[
         list[str],
         typer.Option(
-            "--probes", "-P", help="retrieval, attention, outliers (repeatable; default retrieval+attention)."
+            "--probes", "-P", help="retrieval, attention, outliers, ablation (repeatable; default retrieval+attention)."
         ),
     ] = [],
     lengths: Annotated[
@@ -174,6 +186,9 @@ def probe(
         list[str], typer.Option(help="Prompt variants (mqar, mqar_distractors, or a needle variant); 'all': every one.")
     ] = [],
     samples: Annotated[int, typer.Option(min=1, help="Prompts per grid cell.")] = 32,
+    ablation_sequences: Annotated[
+        int, typer.Option(min=1, help="With -P ablation: held-out sequences each head ablation is scored on.")
+    ] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
     prompt_seed: Annotated[
         int,
@@ -200,6 +215,7 @@ def probe(
             variants=variant or None,
             samples=samples,
             batch_size=batch_size,
+            ablation_sequences=ablation_sequences,
             seed=prompt_seed,
             device=device,
         )

@@ -1,13 +1,28 @@
-"""`diffformer eval`: held-out metrics of a run folder or checkpoint, on its own data or on other data."""
+"""`diffformer eval`: held-out metrics of a run folder or checkpoint, on its own data or on other data, and
+with weights and activations rounded to fewer bits (quantization.py)."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffformer.checkpoint import load_trained_model
 from diffformer.data import prepare_data
 from diffformer.devices import resolve_device
 from diffformer.errors import RecipeError
+from diffformer.metrics import score_sequences
+from diffformer.quantization import QuantizationScheme, quantized
+
+Z_95 = 1.96
+
+
+@dataclass
+class QuantizedEval:
+    """The metrics under one quantization scheme, and their change against full precision on the same
+    sequences (paired), each with its standard error and 95% interval."""
+
+    scheme: str
+    metrics: dict[str, float]
+    change: dict[str, dict[str, float]]  # metric -> {delta, se, low, high}
 
 
 @dataclass
@@ -18,6 +33,7 @@ class EvalReport:
     seq_len: int
     split: str
     metrics: dict[str, float]
+    quantized: list[QuantizedEval] = field(default_factory=list)
 
 
 def evaluate_checkpoint(
@@ -30,8 +46,10 @@ def evaluate_checkpoint(
     device: str = "auto",
     cache_dir: Path | None = None,
     on_batch=None,
+    quantize: Sequence[QuantizationScheme] = (),
 ) -> EvalReport:
-    """Held-out metrics of a run folder or checkpoint, on its own data or on `--set data.*` overrides.
+    """Held-out metrics of a run folder or checkpoint, on its own data or on `--set data.*` overrides, and under
+    each of `quantize`'s schemes with the change against full precision.
 
     Defaults (batches, batch size, seed) are the run's own eval settings.
     """
@@ -47,15 +65,27 @@ def evaluate_checkpoint(
         raise RecipeError(
             f"the data uses {data.vocab_size} token ids but the model knows {loaded.model.config.vocab_size}"
         )
-    metrics = loaded.experiment.objective(recipe.focus).evaluate(
-        loaded.model,
+    if quantize:
+        loaded.experiment.refuse("quantize", loaded.path)
+    where = (
         data,
         recipe.seed if seed is None else seed,
         batches or recipe.eval.batches,
         batch_size or recipe.eval.batch_size or recipe.train.batch_size,
         device,
         loaded.precision,
-        split=split,
-        on_batch=on_batch,
     )
-    return EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)
+    metrics = loaded.experiment.objective(recipe.focus).evaluate(loaded.model, *where, split=split, on_batch=on_batch)
+    report = EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)
+    if quantize:
+        reference = score_sequences(loaded.model, *where, split=split)
+        for scheme in quantize:
+            with quantized(loaded.model, scheme):
+                scores = score_sequences(loaded.model, *where, split=split, on_batch=on_batch)
+            change = {
+                name: {"delta": delta, "se": se, "low": delta - Z_95 * se, "high": delta + Z_95 * se}
+                for name, (delta, se) in scores.change_from(reference).items()
+                if name in metrics
+            }
+            report.quantized.append(QuantizedEval(scheme.name, scores.metrics(data.bytes_per_token(split)), change))
+    return report

@@ -84,6 +84,7 @@ FOCUS_LAB = FocusLabExperiment(
         "export": "it classifies segments, and only language models export",
         "probe": "it is measured while training (RUN/dynamics.jsonl, diffformer dynamics) and by diffformer "
         "eval; the probes read language models",
+        "quantize": "low-bit evaluation reads language models",
     },
 )
 

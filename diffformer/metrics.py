@@ -7,6 +7,7 @@ Pure measurement of a model on data; training calls it for periodic evaluation a
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,90 @@ def _ratio_standard_error(sums: torch.Tensor, counts: torch.Tensor) -> float:
     return float(torch.sqrt((residuals**2).sum() / (n * (n - 1))) / counts.float().mean())
 
 
+@dataclass
+class SequenceScores:
+    """Per held-out sequence (the independent units): summed token loss, correct and scored tokens (each (N,))."""
+
+    loss_sums: torch.Tensor
+    correct: torch.Tensor
+    scored: torch.Tensor
+
+    @property
+    def exact(self) -> torch.Tensor:
+        """(N,) whether every scored position of the sequence is right."""
+        return (self.correct == self.scored).double()
+
+    def loss(self) -> float:
+        return float(self.loss_sums.double().sum() / max(int(self.scored.sum()), 1))
+
+    def exact_match(self) -> float:
+        return float(self.exact.mean())
+
+    def metrics(self, bytes_per_token: float | None) -> dict[str, float]:
+        """What `evaluate` reports: loss, accuracy and (synthetic tasks) exact match with its Wilson interval, or
+        (text) perplexity and bits per byte, each with its standard error over sequences."""
+        loss_sum, correct, scored = self.loss_sums, self.correct, self.scored
+        examples = len(scored)
+        loss = self.loss()
+        loss_se = _ratio_standard_error(loss_sum, scored.double())
+        metrics = {
+            "loss": loss,
+            "loss_se": loss_se,
+            "accuracy": float(correct.sum() / max(int(scored.sum()), 1)),
+            "accuracy_se": _ratio_standard_error(correct.double(), scored.double()),
+            "scored_tokens": int(scored.sum()),
+            "examples": examples,
+        }
+        if bytes_per_token is None:
+            exact = self.exact_match()
+            metrics["exact_match"] = exact
+            metrics["exact_match_se"] = math.sqrt(exact * (1 - exact) / examples) if examples > 1 else math.nan
+            # The standard error is 0 at 0/n and n/n; the Wilson interval stays honest there.
+            metrics["exact_match_low"], metrics["exact_match_high"] = wilson_interval(round(exact * examples), examples)
+        else:
+            metrics["perplexity"] = math.exp(min(loss, 50.0))
+            metrics["perplexity_low"] = math.exp(min(loss - 1.96 * loss_se, 50.0))
+            metrics["perplexity_high"] = math.exp(min(loss + 1.96 * loss_se, 50.0))
+            metrics["bits_per_byte"] = loss / math.log(2) / bytes_per_token
+            metrics["bits_per_byte_se"] = loss_se / math.log(2) / bytes_per_token
+        return metrics
+
+    def change_from(self, reference: "SequenceScores") -> dict[str, tuple[float, float]]:
+        """(this − reference, its standard error) on the same sequences, paired: loss per token as a ratio of
+        the per-sequence loss differences to the scored tokens, exact match as the mean paired difference."""
+        n = len(self.scored)
+        exact = self.exact - reference.exact
+        loss = self.loss_sums.double() - reference.loss_sums.double()  # per sequence
+        return {
+            "loss": (
+                float(loss.sum() / max(int(self.scored.sum()), 1)),
+                _ratio_standard_error(loss, self.scored.double()),
+            ),
+            "exact_match": (float(exact.mean()), float(exact.std() / math.sqrt(n)) if n > 1 else math.nan),
+        }
+
+
+@torch.no_grad()
+def score_sequences(
+    model,
+    data: TaskData,
+    seed: int,
+    batches: int,
+    batch_size: int,
+    device,
+    precision="fp32",
+    split="val",
+    on_batch=None,
+) -> SequenceScores:
+    """The per-sequence scores `evaluate` summarises, over the same held-out batches (on_batch: a progress bar).
+    The model's train/eval mode is restored even if a batch fails."""
+    with evaluation_mode(model):
+        loss_sums, correct, scored = _score_batches(
+            model, data, seed, batches, batch_size, device, precision, split, on_batch
+        )
+    return SequenceScores(torch.cat(loss_sums).double(), torch.cat(correct), torch.cat(scored))
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -83,36 +168,8 @@ def evaluate(
     Sequences are the independent units of the standard errors; scored_tokens and examples
     say what they rest on. The model's train/eval mode is restored even if a batch fails.
     """
-    with evaluation_mode(model):
-        loss_sums, correct_counts, scored_counts = _score_batches(
-            model, data, seed, batches, batch_size, device, precision, split, on_batch
-        )
-    loss_sum, correct, scored = torch.cat(loss_sums).double(), torch.cat(correct_counts), torch.cat(scored_counts)
-    examples = len(scored)
-    loss = float(loss_sum.sum() / max(int(scored.sum()), 1))
-    loss_se = _ratio_standard_error(loss_sum, scored.double())
-    metrics = {
-        "loss": loss,
-        "loss_se": loss_se,
-        "accuracy": float(correct.sum() / max(int(scored.sum()), 1)),
-        "accuracy_se": _ratio_standard_error(correct.double(), scored.double()),
-        "scored_tokens": int(scored.sum()),
-        "examples": examples,
-    }
-    bytes_per_token = data.bytes_per_token(split)
-    if bytes_per_token is None:
-        exact = float((correct == scored).double().mean())
-        metrics["exact_match"] = exact
-        metrics["exact_match_se"] = math.sqrt(exact * (1 - exact) / examples) if examples > 1 else math.nan
-        # The standard error is 0 at 0/n and n/n; the Wilson interval stays honest there.
-        metrics["exact_match_low"], metrics["exact_match_high"] = wilson_interval(round(exact * examples), examples)
-    else:
-        metrics["perplexity"] = math.exp(min(loss, 50.0))
-        metrics["perplexity_low"] = math.exp(min(loss - 1.96 * loss_se, 50.0))
-        metrics["perplexity_high"] = math.exp(min(loss + 1.96 * loss_se, 50.0))
-        metrics["bits_per_byte"] = loss / math.log(2) / bytes_per_token
-        metrics["bits_per_byte_se"] = loss_se / math.log(2) / bytes_per_token
-    return metrics
+    scores = score_sequences(model, data, seed, batches, batch_size, device, precision, split, on_batch)
+    return scores.metrics(data.bytes_per_token(split))
 
 
 def _score_batches(model, data, seed, batches, batch_size, device, precision, split, on_batch=None):

@@ -4,6 +4,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffformer.metrics import uncertainty_text
+from diffformer.probes.ablation import AblationReport
 from diffformer.probes.results import AttentionSummary, LayerAttention, LayerOutliers, ProbeReport, RetrievalGrid
 from diffformer.training.trainer import TrainResult
 
@@ -36,6 +37,8 @@ def render_probe_report(report: ProbeReport, console: Console) -> None:
         _render_attention(report.attention, console)
     if report.outliers:
         _render_outliers(report.outliers, console)
+    if report.ablation is not None:
+        _render_ablation(report.ablation, console)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if report.files:
@@ -81,30 +84,80 @@ def _render_attention(attention: AttentionSummary, console: Console) -> None:
         "[0, 1]; diversity: mean pairwise JS between heads; coverage (training length): min r̃ / share of keys "
         "with r̃ < 0.1 / largest share (sink)"
     )
-    for length, layers in attention.by_length.items():
+    by_length = [("", attention.by_length)]
+    if attention.at_retrieval_heads:
+        by_length.append(("needed heads only", attention.at_retrieval_heads))
+    for label, per_length in by_length:
+        if label:
+            table.add_row(f"[bold]{label}[/bold]", *[""] * (len(columns) + 2))
+        _attention_rows(table, attention, per_length, columns, with_coverage=not label)
+    console.print(table)
+
+
+def _attention_rows(table: Table, attention: AttentionSummary, per_length, columns, with_coverage: bool) -> None:
+    for length, layers in per_length.items():
         for layer, values in layers.items():
-            coverage = attention.layers.get(layer, LayerAttention()).key_coverage
+            coverage = attention.layers.get(layer, LayerAttention()).key_coverage if with_coverage else None
             cover = (
                 "–" if coverage is None else f"{coverage.min:.2f}/{coverage.below_0_1:.0%}/{coverage.largest_share:.2f}"
             )
             table.add_row(str(length), str(layer), *[_fraction(getattr(values, name)) for name in columns], cover)
         table.add_section()
+
+
+def _render_ablation(ablation: AblationReport, console: Console) -> None:
+    synthetic = ablation.exact_match is not None
+    metric = "exact match" if synthetic else "loss"
+    baseline = ablation.exact_match if synthetic else ablation.loss
+    table = Table(
+        title=f"Head ablation on {ablation.sequences} held-out sequences · {metric} without ablation {baseline:.3f}"
+    )
+    for column in ("layer", "head", f"zero: {metric}", "Δ ± s.e.", f"mean: {metric}", "Δ ± s.e.", "needed"):
+        table.add_column(column, justify="right")
+    by_head: dict[tuple[int, int], dict] = {}
+    for cell in ablation.cells:
+        by_head.setdefault((cell.layer, cell.head), {})[cell.mode] = cell
+    for (layer, head), modes in sorted(by_head.items()):
+        cells = []
+        for mode in ("zero", "mean"):
+            cell = modes[mode]
+            value = cell.exact_match if synthetic else cell.loss
+            change, error = (
+                (cell.exact_match_change, cell.exact_match_change_se)
+                if synthetic
+                else (cell.loss_change, cell.loss_change_se)
+            )
+            cells += [f"{value:.3f}", f"{change:+.3f} ± {error:.3f}"]
+        needed = "yes" if head in ablation.retrieval_heads.get(layer, []) else ""
+        table.add_row(str(layer), str(head), *cells, needed)
+    table.caption = (
+        "Δ: ablated − unablated on the same sequences (paired); needed: zero or mean ablation makes the task "
+        "detectably worse (95%). Mean ablation replaces a head's output by its mean over these sequences."
+    )
     console.print(table)
 
 
 def _render_outliers(outliers: dict[int, LayerOutliers], console: Console) -> None:
     maps = list(next(iter(outliers.values())).logits)
-    table = Table(title="Outliers: |attention logit| and |hidden state| per layer")
+    table = Table(title="Outliers: |attention logit| and |hidden state| per layer (top-1, median, top-1 ÷ median)")
     table.add_column("layer", justify="right")
     for name in maps:
         suffix = name.removeprefix("logits")
-        table.add_column(f"logit{suffix} top1", justify="right")
-        table.add_column(f"logit{suffix} median", justify="right")
-    table.add_column("hidden top1", justify="right")
-    table.add_column("hidden median", justify="right")
+        for statistic in ("top1", "median", "ratio"):
+            table.add_column(f"logit{suffix} {statistic}", justify="right")
+    for statistic in ("top1", "median", "ratio"):
+        table.add_column(f"hidden {statistic}", justify="right")
+
+    def numbers(*values) -> list[str]:
+        return ["–" if v is None else f"{v:.2f}" for v in values]
+
     for layer, values in outliers.items():
-        logits = [f"{x:.2f}" for name in maps for x in (values.logits[name].top1, values.logits[name].median)]
-        table.add_row(str(layer), *logits, f"{values.hidden_top1:.2f}", f"{values.hidden_median:.2f}")
+        logits = [
+            x
+            for name in maps
+            for x in numbers(values.logits[name].top1, values.logits[name].median, values.logits[name].ratio)
+        ]
+        table.add_row(str(layer), *logits, *numbers(values.hidden_top1, values.hidden_median, values.hidden_ratio))
     console.print(table)
 
 
@@ -199,4 +252,28 @@ def render_eval_report(report, console: Console) -> None:
     if "perplexity" in metrics:
         interval = f"95%: {metrics['perplexity_low']:.2f}–{metrics['perplexity_high']:.2f}"
         table.add_row("perplexity", f"{metrics['perplexity']:.2f}", interval, tokens)
+    console.print(table)
+    if report.quantized:
+        _render_quantized(report, console)
+
+
+def _render_quantized(report, console: Console) -> None:
+    names = [name for name in ("loss", "exact_match") if name in report.quantized[0].change]
+    table = Table(title="Low-bit evaluation: weights and activations fake-quantized (docs/formulas.md §21)")
+    table.add_column("scheme")
+    for name in names:
+        label = name.replace("_", " ")
+        table.add_column(label, justify="right")
+        table.add_column(f"Δ {label} vs full precision (95%)", justify="right")
+    table.add_row("full precision", *[x for n in names for x in (f"{report.metrics[n]:.4f}", "")])
+    for result in report.quantized:
+        cells = []
+        for name in names:
+            change = result.change[name]
+            cells += [
+                f"{result.metrics[name]:.4f}",
+                f"{change['delta']:+.4f} ({change['low']:+.4f} … {change['high']:+.4f})",
+            ]
+        table.add_row(result.scheme, *cells)
+    table.caption = "Δ: quantized − full precision on the same held-out sequences (paired)."
     console.print(table)

@@ -18,6 +18,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from diffformer.metrics import wilson_interval
+
 CONFIDENCE = 0.95
 POWER = 0.80
 
@@ -212,17 +214,6 @@ def _welch_df(a: ColumnEstimate, b: ColumnEstimate) -> float:
     va, vb = (a.standard_error or 0.0) ** 2, (b.standard_error or 0.0) ** 2
     denominator = sum(v * v / df for v, df in ((va, a.df), (vb, b.df)) if not math.isinf(df))
     return math.inf if denominator == 0 else (va + vb) ** 2 / denominator
-
-
-def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson's score interval for a proportion (honest at 0/n and n/n)."""
-    if n == 0:
-        return 0.0, 1.0
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def share_difference(reference: list[bool], other: list[bool]) -> Difference | None:

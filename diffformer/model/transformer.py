@@ -5,6 +5,7 @@ Every attention kind uses the same blocks; only `block.attention` differs.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,13 +54,14 @@ class Block(nn.Module):
 
 @dataclass(frozen=True)
 class Instruments:
-    """What a probe attaches to the model's forward passes: set only by `capture_attention` (model/capture.py)
-    and `force_attention` (model/forcing.py), for the duration of their block; each layer receives its share
-    in its AttentionCall."""
+    """What a probe attaches to the model's forward passes: set only by `capture_attention` (model/capture.py),
+    `force_attention` (model/forcing.py) and `edit_heads` (model/editing.py), for the duration of their block;
+    each layer receives its share in its AttentionCall."""
 
     capture: AttentionCapture | None = None
     capture_layers: frozenset[int] = frozenset()
     forced_keys: torch.Tensor | None = None  # (B, T) for every layer
+    head_edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None  # see AttentionCall.head_edit
 
 
 class Transformer(nn.Module):
@@ -149,6 +151,7 @@ class Transformer(nn.Module):
             capture=instruments.capture if index in instruments.capture_layers else None,
             forced_keys=instruments.forced_keys,
             recomputed=recompute,
+            head_edit=instruments.head_edit,
         )
 
     def attention_penalty(self) -> torch.Tensor | None:

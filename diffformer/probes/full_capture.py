@@ -27,10 +27,7 @@ def coverage_and_outliers(model, inputs: torch.Tensor) -> tuple[dict[int, KeyCov
     coverage, outliers = {}, {}
     for layer, maps in capture.maps.items():
         coverage[layer] = stats.key_coverage(maps.weights)
-        logits = {}
-        for name, values in maps.logits.items():
-            magnitude = values[torch.isfinite(values)].abs()
-            logits[name] = LogitOutliers(float(magnitude.max()), float(magnitude.median()))
-        magnitude = hidden[layer].abs().flatten()
-        outliers[layer] = LayerOutliers(logits, float(magnitude.max()), float(magnitude.median()))
+        logits = {name: LogitOutliers.of(values[torch.isfinite(values)].abs()) for name, values in maps.logits.items()}
+        states = LogitOutliers.of(hidden[layer].abs().flatten())
+        outliers[layer] = LayerOutliers(logits, states.top1, states.median, states.top10, states.ratio)
     return coverage, outliers

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from diffformer.probes.ablation import AblationReport  # noqa: E402
 from diffformer.probes.results import AttentionSummary, RetrievalGrid  # noqa: E402
 
 
@@ -27,6 +28,36 @@ def retrieval_heatmap(grid: RetrievalGrid, title: str, path: Path) -> None:
     effective = grid.effective_length
     axes.set_title(f"{title}\neffective length: {effective if effective is not None else 'none'}", fontsize=9)
     figure.colorbar(image, ax=axes, label="exact match")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def ablation_plot(ablation: AblationReport, title: str, path: Path) -> None:
+    """Layers × heads: the change in the task metric when each head is zero- or mean-ablated (paired)."""
+    synthetic = ablation.exact_match is not None
+    layers = sorted({cell.layer for cell in ablation.cells})
+    heads = sorted({cell.head for cell in ablation.cells})
+    figure, axes = plt.subplots(1, 2, figsize=(2.0 + 1.3 * len(heads), 1.4 + 0.7 * len(layers)), squeeze=False)
+    for panel, mode in zip(axes[0], ("zero", "mean")):
+        grid = [[float("nan")] * len(heads) for _ in layers]
+        for cell in ablation.cells:
+            if cell.mode == mode:
+                change = cell.exact_match_change if synthetic else cell.loss_change
+                grid[layers.index(cell.layer)][heads.index(cell.head)] = change
+        limit = max(1e-6, max(abs(v) for row in grid for v in row if v == v))
+        image = panel.imshow(grid, cmap="RdBu" if synthetic else "RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                needed = heads[j] in ablation.retrieval_heads.get(layers[i], [])
+                panel.text(j, i, f"{value:+.2f}" + ("*" if needed else ""), ha="center", va="center", fontsize=8)
+        panel.set_xticks(range(len(heads)), [str(h) for h in heads])
+        panel.set_yticks(range(len(layers)), [str(layer) for layer in layers])
+        panel.set_xlabel("head")
+        panel.set_ylabel("layer")
+        panel.set_title(f"{mode} ablation", fontsize=9)
+        figure.colorbar(image, ax=panel, label=("Δ exact match" if synthetic else "Δ loss") + " (ablated − not)")
+    figure.suptitle(f"{title} · * = needed (95%)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

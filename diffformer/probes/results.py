@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from diffformer.errors import CheckpointError
+from diffformer.probes.ablation import AblationReport
 from diffformer.strict_json import from_json, json_ready
 
 RULER_THRESHOLD = 0.856  # RULER's effective-length threshold
@@ -84,13 +85,26 @@ class AttentionSummary:
     layers: dict[int, LayerAttention] = field(default_factory=dict)  # per layer, over every probed length
     average: LayerAttention | None = None  # each measurement's mean over layers (shown only where asked)
     by_length: dict[int, dict[int, LayerAttention]] = field(default_factory=dict)  # length -> layer -> measures
+    # The same at the heads ablation found the task needs (probe -P ablation), when there are any.
+    at_retrieval_heads: dict[int, dict[int, LayerAttention]] = field(default_factory=dict)
     rows: str = "distribution"  # what the maps' rows are (model/capture.py Rows), so tables can say what they show
 
 
 @dataclass
 class LogitOutliers:
+    """The Diff Transformer paper's "top activation" statistics of a set of magnitudes (docs/formulas.md §6)."""
+
     top1: float
     median: float
+    top10: float | None = None  # the 10th largest
+    ratio: float | None = None  # top1 / median: how far the largest stands out
+
+    @classmethod
+    def of(cls, magnitudes) -> "LogitOutliers":
+        """From a 1-D tensor of magnitudes."""
+        top = magnitudes.topk(min(10, magnitudes.numel())).values
+        median = float(magnitudes.median())
+        return cls(float(top[0]), median, float(top[-1]), float(top[0]) / median if median > 0 else None)
 
 
 @dataclass
@@ -100,6 +114,8 @@ class LayerOutliers:
     logits: dict[str, LogitOutliers]
     hidden_top1: float
     hidden_median: float
+    hidden_top10: float | None = None
+    hidden_ratio: float | None = None  # hidden_top1 / hidden_median
 
 
 @dataclass
@@ -111,6 +127,7 @@ class ProbeReport:
     retrieval: dict[str, RetrievalGrid] = field(default_factory=dict)
     attention: AttentionSummary | None = None
     outliers: dict[int, LayerOutliers] | None = None
+    ablation: AblationReport | None = None
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # the ProbeSettings used (device aside)

@@ -38,8 +38,9 @@ def retrieval_grid(
     with_attention: bool,
     notes: list[str],
     on_cell=None,
-) -> tuple[dict[str, RetrievalGrid], AttentionSummary | None]:
-    """Exact match per (variant, length, depth) and, with_attention, the attention statistics at the answers."""
+) -> tuple[dict[str, RetrievalGrid], "AnswerAttention | None"]:
+    """Exact match per (variant, length, depth) and, with_attention, the attention measured at the answers
+    (`AnswerAttention.summary()` summarises it)."""
     batches_per_cell = max(1, -(-samples // batch_size))
     attention = AnswerAttention() if with_attention else None
     grids, done, total = {}, 0, len(source.variants) * len(lengths) * len(depths)
@@ -85,7 +86,7 @@ def retrieval_grid(
             mean_rank=ranks if has_ranks else None,
             candidates=source.candidates if has_ranks else None,
         )
-    return grids, (attention.summary() if attention is not None else None)
+    return grids, attention
 
 
 def effective_length(lengths, accuracy, threshold) -> int | None:
@@ -142,6 +143,9 @@ class AnswerAttention:
         self.by_length: dict[int, dict[int, dict[str, list[torch.Tensor]]]] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(list))
         )
+        self.by_length_head: dict[int, dict[int, dict[str, list[torch.Tensor]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
         self.rows = Rows.DISTRIBUTION
 
     def add(self, maps: dict[int, AttentionMaps], batch: Batch, length: int) -> None:
@@ -152,6 +156,7 @@ class AnswerAttention:
             shares = stats.as_distribution(weights)  # |w| / Σ|w|: the weights themselves for a distribution
             asked = (batch.targets[:, positions] != IGNORE).to(weights.device)  # (B, P): where each row is scored
             collected, by_head, at_length = self.values[layer], self.by_head[layer], self.by_length[length][layer]
+            heads_at_length = self.by_length_head[length][layer]
             parts = layer_maps.differential
 
             def record(name: str, values: torch.Tensor, per_head: bool = True) -> None:
@@ -161,6 +166,7 @@ class AnswerAttention:
                 at_length[name].append(rows.flatten())
                 if per_head:
                     by_head[name].append(rows)
+                    heads_at_length[name].append(rows)
 
             if batch.evidence is not None:  # tasks that mark each answer's source
                 spans = batch.evidence[:, positions].to(weights.device)[:, None]  # (B, 1, P, 2)
@@ -199,6 +205,20 @@ class AnswerAttention:
             for layer, values in sorted(self.by_head.items())
         }
 
+    def at_heads(self, heads: dict[int, list[int]]) -> dict[int, dict[int, LayerAttention]]:
+        """Per length and layer, each per-head measurement over the chosen heads of that layer only (e.g. the
+        heads ablation finds the task needs), so noise is read where retrieval happens."""
+        chosen = {}
+        for length, layers in sorted(self.by_length_head.items()):
+            chosen[length] = {
+                layer: LayerAttention(
+                    **{name: stats.summarize(torch.cat(rows)[:, heads[layer]]) for name, rows in measured.items()}
+                )
+                for layer, measured in sorted(layers.items())
+                if heads.get(layer)
+            }
+        return chosen
+
     def summary(self) -> AttentionSummary:
         """Per layer (over every length), per length and layer, and — labelled as such — the mean over layers."""
         layers = _layer_summaries(self.values)
@@ -212,7 +232,7 @@ class AnswerAttention:
                 }
             )
         by_length = {length: _layer_summaries(values) for length, values in sorted(self.by_length.items())}
-        return AttentionSummary(layers, average, by_length, self.rows.value)
+        return AttentionSummary(layers, average, by_length, rows=self.rows.value)
 
 
 def _layer_summaries(values: dict[int, dict[str, list[torch.Tensor]]]) -> dict[int, LayerAttention]:

@@ -13,6 +13,7 @@ from diffformer.data import prepare_data
 from diffformer.data.mqar import MqarTask
 from diffformer.data.needle import NeedleTask
 from diffformer.devices import autocast_for, resolve_device
+from diffformer.probes.ablation import ablate_heads
 from diffformer.probes.full_capture import coverage_and_outliers
 from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_variants
 from diffformer.probes.results import LayerAttention, ProbeReport
@@ -45,15 +46,20 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     for length in lengths:
         loaded.check_length(length)
     with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
-        _measure(report, model, source, lengths, settings, device, on_cell)
+        _measure(report, loaded, source, lengths, settings, device, on_cell)
     if loaded.is_latest and loaded.recipe is not None and loaded.recipe.trackers:
         report.notes += log_probe_summary(loaded.recipe, loaded.folder, loaded.step, report.scalars())
     return _finish(report, output_dir)
 
 
-def _measure(report: ProbeReport, model, source, lengths, settings: ProbeSettings, device, on_cell=None) -> None:
+def _measure(report: ProbeReport, loaded, source, lengths, settings: ProbeSettings, device, on_cell=None) -> None:
     """on_cell(done, total): hears each finished cell of the retrieval grid (a progress bar)."""
-    wanted = set(settings.probes)
+    model, wanted = loaded.model, set(settings.probes)
+    if "ablation" in wanted:
+        data = prepare_data(loaded.data_config())
+        batches = -(-settings.ablation_sequences // settings.batch_size)
+        recipe = loaded.trained_recipe()
+        report.ablation = ablate_heads(model, data, recipe.seed, batches, settings.batch_size, device, loaded.precision)
     if {"retrieval", "attention"} & wanted:
         grids, attention = retrieval_grid(
             model,
@@ -70,7 +76,10 @@ def _measure(report: ProbeReport, model, source, lengths, settings: ProbeSetting
         )
         if "retrieval" in wanted:
             report.retrieval = grids
-        report.attention = attention
+        if attention is not None:
+            report.attention = attention.summary()
+            if report.ablation is not None and report.ablation.retrieval_heads:
+                report.attention.at_retrieval_heads = attention.at_heads(report.ablation.retrieval_heads)
     if {"attention", "outliers"} & wanted:
         plain = source.plain_batch(min(settings.batch_size, FULL_CAPTURE_BATCH)).to(device)
         coverage, outliers = coverage_and_outliers(model, plain.inputs)
@@ -110,7 +119,7 @@ def _prompt_source(loaded: LoadedModel, settings: ProbeSettings) -> PromptSource
 def _write_outputs(report: ProbeReport, output_dir: Path) -> None:
     import json
 
-    from diffformer.probes.plots import attention_plot, retrieval_heatmap
+    from diffformer.probes.plots import ablation_plot, attention_plot, retrieval_heatmap
 
     output_dir.mkdir(parents=True, exist_ok=True)
     for variant, grid in report.retrieval.items():
@@ -124,6 +133,10 @@ def _write_outputs(report: ProbeReport, output_dir: Path) -> None:
     ):
         path = output_dir / "attention.png"
         attention_plot(report.attention, f"{report.attention_kind} · step {report.step}", path)
+        report.files.append(str(path))
+    if report.ablation is not None:
+        path = output_dir / "ablation.png"
+        ablation_plot(report.ablation, f"{report.attention_kind} · step {report.step}", path)
         report.files.append(str(path))
     path = output_dir / PROBE_FILE
     report.files.append(str(path))

@@ -10,7 +10,8 @@ The contract:
   it for every layer of every forward; `attention(x)` alone is a plain pass over positions 0..T−1.
 - A forward honours the call through the helpers here, so no kind re-implements them: `rotate` (rotary
   at the call's positions), `keys_and_values` (the cache), `causal_attention` (SDPA with the causal mask
-  and ALiBi), `forced` (forced keys and the uniform control) and `record_maps` (capture).
+  and ALiBi), `forced` (forced keys and the uniform control), `record_maps` (capture) and `write_heads`
+  (each head's output into the residual stream, where probes edit heads).
   Kinds with one map per head subclass `SingleMapAttention`, which does all of that; such a kind supplies
   only `map_weights` (its formula: scores -> weights) and, for speed, may override `attend`.
 - maps: a function of the layer's q, k (and the kind's extras) and the query positions returning
@@ -90,6 +91,8 @@ class AttentionCall(NamedTuple):
     forced_keys: (B, T) the key each of x's rows attends to alone, −1 where a row is left as computed
         (model/forcing.py).
     recomputed: the block runs inside activation checkpointing (train.activation_checkpointing).
+    head_edit: f(layer index, heads (B, heads, T, w)) -> heads, applied to every head's output just before
+        the residual projection mixes them (head ablation, activation patching, hooks; `write_heads`).
     """
 
     offset: int = 0
@@ -97,6 +100,7 @@ class AttentionCall(NamedTuple):
     capture: AttentionCapture | None = None
     forced_keys: torch.Tensor | None = None
     recomputed: bool = False
+    head_edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
     def query_positions(self, length: int, device) -> torch.Tensor:
         """(length,) the absolute positions of x's tokens."""
@@ -208,6 +212,13 @@ class Attention(nn.Module):
                 maps = maps_of(q, *inputs, positions=positions)
             call.capture.record(self.layer_index, maps)
 
+    def write_heads(self, heads: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        """Every output head's result (B, output_heads, T, w) into the residual stream (B, T, d_model) through the
+        residual projection; a call's head edit (ablation, patching) sees and may replace them first."""
+        if call.head_edit is not None:
+            heads = call.head_edit(self.layer_index, heads)
+        return self.residual_projection(merge_heads(heads))
+
     def penalty(self) -> torch.Tensor | None:
         """A term this layer adds to the training loss, from its last training forward (None: nothing)."""
         return None
@@ -262,7 +273,7 @@ class SingleMapAttention(Attention):
         k, v = self.keys_and_values(k, v, call)  # (B, H, K, d): every key the queries may see
         out = self.forced(self.attend(q, k, v, call), v, call)
         self.record_maps(call, self.maps, q, k)
-        return self.out_proj(merge_heads(out.to(x.dtype)))
+        return self.write_heads(out.to(x.dtype), call)
 
     def map_weights(self, scores: torch.Tensor) -> torch.Tensor:
         """The kind's formula: rows of weights (…, P, K) from scaled scores q·k/√d (+ ALiBi), float32,

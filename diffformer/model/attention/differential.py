@@ -22,7 +22,6 @@ from diffformer.model.attention.base import (
     AttentionCall,
     AttentionKindConfig,
     MapLayout,
-    merge_heads,
     repeat_kv_groups,
     split_heads,
 )
@@ -180,7 +179,7 @@ class DifferentialAttention(Attention):
             self.pair_similarity = F.cosine_similarity(parts.differential.a1, parts.differential.a2, dim=-1).mean()
         # Views only: the key groups are expanded inside the map function, so nothing is copied unless captured.
         self.record_maps(call, differential_maps, q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes)
-        return self.out_proj(merge_heads(heads.to(x.dtype)))
+        return self.write_heads(heads.to(x.dtype), call)
 
 
 def differential_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:

@@ -18,7 +18,6 @@ from diffformer.model.attention.base import (
     AttentionCall,
     AttentionKindConfig,
     MapLayout,
-    merge_heads,
     repeat_kv_groups,
     split_heads,
 )
@@ -65,7 +64,7 @@ class DifferentialV2Attention(Attention):
         lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
         out = self.forced(attn[:, 0::2] - lam * attn[:, 1::2], v[:, 0::2], call)
         self.record_maps(call, differential_v2_maps, q, k, lam, self.alibi_slopes)
-        return self.o_proj(merge_heads(out.to(x.dtype)))
+        return self.write_heads(out.to(x.dtype), call)
 
     def per_head_parameters(self):
         # Output head h reads with query heads 2h, 2h+1 (adjacent rows) and its own λ gate row.
