@@ -175,7 +175,9 @@ def probe(
     probe_names: Annotated[
         list[str],
         typer.Option(
-            "--probes", "-P", help="retrieval, attention, outliers, ablation (repeatable; default retrieval+attention)."
+            "--probes",
+            "-P",
+            help="retrieval, attention, outliers, ablation, quantization (repeatable; default retrieval+attention).",
         ),
     ] = [],
     lengths: Annotated[
@@ -186,8 +188,8 @@ def probe(
         list[str], typer.Option(help="Prompt variants (mqar, mqar_distractors, or a needle variant); 'all': every one.")
     ] = [],
     samples: Annotated[int, typer.Option(min=1, help="Prompts per grid cell.")] = 32,
-    ablation_sequences: Annotated[
-        int, typer.Option(min=1, help="With -P ablation: held-out sequences each head ablation is scored on.")
+    held_out_sequences: Annotated[
+        int, typer.Option(min=1, help="With -P ablation / quantization: held-out sequences they are scored on.")
     ] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
     prompt_seed: Annotated[
@@ -215,7 +217,7 @@ def probe(
             variants=variant or None,
             samples=samples,
             batch_size=batch_size,
-            ablation_sequences=ablation_sequences,
+            held_out_sequences=held_out_sequences,
             seed=prompt_seed,
             device=device,
         )
@@ -264,6 +266,14 @@ def compare(
             "--average", help="Attention measurements averaged over layers and lengths (labelled) instead of one each."
         ),
     ] = False,
+    scaling: Annotated[
+        bool,
+        typer.Option(
+            "--scaling",
+            help="Fit held-out loss against parameters per kind: the parameters each kind needs for the "
+            "first run's kind's loss, with a bootstrap interval (runs at several sizes).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Compare runs side by side: what the recipes and the models' derived settings differ in (a fairness
@@ -285,6 +295,7 @@ def compare(
             by=by,
             device=device,
             average_attention=average,
+            scaling=scaling,
         )
     if as_json:
         print_json(comparison_as_dict(comparison))

@@ -9,20 +9,7 @@ from diffformer.checkpoint import load_trained_model
 from diffformer.data import prepare_data
 from diffformer.devices import resolve_device
 from diffformer.errors import RecipeError
-from diffformer.metrics import score_sequences
-from diffformer.quantization import QuantizationScheme, quantized
-
-Z_95 = 1.96
-
-
-@dataclass
-class QuantizedEval:
-    """The metrics under one quantization scheme, and their change against full precision on the same
-    sequences (paired), each with its standard error and 95% interval."""
-
-    scheme: str
-    metrics: dict[str, float]
-    change: dict[str, dict[str, float]]  # metric -> {delta, se, low, high}
+from diffformer.quantization import QuantizationScheme, QuantizedEval, evaluate_quantized
 
 
 @dataclass
@@ -78,14 +65,5 @@ def evaluate_checkpoint(
     metrics = loaded.experiment.objective(recipe.focus).evaluate(loaded.model, *where, split=split, on_batch=on_batch)
     report = EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)
     if quantize:
-        reference = score_sequences(loaded.model, *where, split=split)
-        for scheme in quantize:
-            with quantized(loaded.model, scheme):
-                scores = score_sequences(loaded.model, *where, split=split, on_batch=on_batch)
-            change = {
-                name: {"delta": delta, "se": se, "low": delta - Z_95 * se, "high": delta + Z_95 * se}
-                for name, (delta, se) in scores.change_from(reference).items()
-                if name in metrics
-            }
-            report.quantized.append(QuantizedEval(scheme.name, scores.metrics(data.bytes_per_token(split)), change))
+        report.quantized = evaluate_quantized(loaded.model, where, quantize, split, on_batch)
     return report

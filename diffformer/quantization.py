@@ -11,7 +11,7 @@ rounded and computed with in floating point, which measures the rounding's effec
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 from diffformer.errors import RecipeError
+from diffformer.metrics import score_sequences
+
+Z_95 = 1.96
 
 SCHEME = re.compile(r"w(\d+)a(\d+)")
 FULL_PRECISION_BITS = 16  # "a16" / "w16": left as they are
@@ -92,3 +95,32 @@ def quantized(model: nn.Module, scheme: QuantizationScheme) -> Iterator[nn.Modul
             hook.remove()
         for module, weight in zip(linears, originals):
             module.weight.data = weight
+
+
+@dataclass
+class QuantizedEval:
+    """The held-out metrics under one scheme, and their change against full precision on the same sequences
+    (paired), each with its standard error and 95% interval."""
+
+    scheme: str
+    metrics: dict[str, float]
+    change: dict[str, dict[str, float]]  # metric -> {delta, se, low, high}
+
+
+def evaluate_quantized(model, where: tuple, schemes: Sequence[QuantizationScheme], split="val", on_batch=None):
+    """Each scheme's metrics on the held-out batches `where` = (data, seed, batches, batch_size, device,
+    precision), and the paired change against the model in full precision."""
+    data = where[0]
+    reference = score_sequences(model, *where, split=split)
+    results = []
+    for scheme in schemes:
+        with quantized(model, scheme):
+            scores = score_sequences(model, *where, split=split, on_batch=on_batch)
+        metrics = scores.metrics(data.bytes_per_token(split))
+        change = {
+            name: {"delta": delta, "se": se, "low": delta - Z_95 * se, "high": delta + Z_95 * se}
+            for name, (delta, se) in scores.change_from(reference).items()
+            if name in metrics
+        }
+        results.append(QuantizedEval(scheme.name, metrics, change))
+    return results

@@ -39,6 +39,8 @@ def render_probe_report(report: ProbeReport, console: Console) -> None:
         _render_outliers(report.outliers, console)
     if report.ablation is not None:
         _render_ablation(report.ablation, console)
+    if report.quantization:
+        _render_quantized(report.quantization, console)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if report.files:
@@ -254,19 +256,21 @@ def render_eval_report(report, console: Console) -> None:
         table.add_row("perplexity", f"{metrics['perplexity']:.2f}", interval, tokens)
     console.print(table)
     if report.quantized:
-        _render_quantized(report, console)
+        _render_quantized(report.quantized, console)
 
 
-def _render_quantized(report, console: Console) -> None:
-    names = [name for name in ("loss", "exact_match") if name in report.quantized[0].change]
+def _render_quantized(results, console: Console) -> None:
+    """Each scheme's metrics and their paired change against full precision (QuantizedEval rows)."""
+    names = [name for name in ("loss", "exact_match") if name in results[0].change]
     table = Table(title="Low-bit evaluation: weights and activations fake-quantized (docs/formulas.md §21)")
     table.add_column("scheme")
     for name in names:
         label = name.replace("_", " ")
         table.add_column(label, justify="right")
         table.add_column(f"Δ {label} vs full precision (95%)", justify="right")
-    table.add_row("full precision", *[x for n in names for x in (f"{report.metrics[n]:.4f}", "")])
-    for result in report.quantized:
+    full = {n: results[0].metrics[n] - results[0].change[n]["delta"] for n in names}
+    table.add_row("full precision", *[x for n in names for x in (f"{full[n]:.4f}", "")])
+    for result in results:
         cells = []
         for name in names:
             change = result.change[name]

@@ -149,7 +149,7 @@ def test_eval_quantize_reports_each_scheme_with_its_paired_change(tmp_path):
 
 def test_probe_ablation_writes_every_cell_and_its_picture(tmp_path):
     run = _train(tmp_path, "a", attention={"kind": "differential"})
-    result = runner.invoke(app, ["probe", str(run), "-P", "ablation", "--ablation-sequences", "32", "--json"])
+    result = runner.invoke(app, ["probe", str(run), "-P", "ablation", "--held-out-sequences", "32", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     cells = report["ablation"]["cells"]

@@ -34,6 +34,7 @@ def compare_runs(
     by: str = "loss",
     device: str = "auto",
     average_attention: bool = False,
+    scaling: bool = False,
 ) -> tuple[Comparison, list[Path]]:
     """Compare runs (optionally re-probing each on identical prompts first); write outputs to output_dir.
 
@@ -50,6 +51,6 @@ def compare_runs(
                 on_probe(path)
             run_probes(path, ProbeSettings(device=device), default_output_dir(path))
         records = load_runs(paths)  # now with the fresh probe results
-    comparison = compare_records(records, best_of, by, average_attention)
+    comparison = compare_records(records, best_of, by, average_attention, scaling)
     files = write_comparison(comparison, records, output_dir, commands) if output_dir is not None else []
     return comparison, files

@@ -45,6 +45,7 @@ def write_comparison(
             curves,
             *_retrieval_figures(comparison, records, output_dir),
             *_dynamics_figure(comparison, records, output_dir),
+            *_scaling_figure(comparison, output_dir),
         ]
     table.write_text(json.dumps(comparison_as_dict(comparison), indent=2) + "\n")
     report.write_text(markdown_report(comparison, figures, commands))
@@ -94,6 +95,35 @@ def _dynamics_figure(comparison: Comparison, records: list[RunRecord], output_di
     for name in sorted(measured & MILESTONE_MEASUREMENTS):  # what the study is about, each in a picture of its own
         files.append(draw_dynamics_overlay(columns, output_dir / f"dynamics_{name}.png", only=name))
     return files
+
+
+def _scaling_figure(comparison: Comparison, output_dir: Path) -> list[Path]:
+    """Held-out loss against parameters per kind (every seed a point) with the fitted lines, when asked."""
+    if not comparison.scaling:
+        return []
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    fits = {fitted.kind: fitted for result in comparison.scaling for fitted in result.fits}
+    for kind, fitted in fits.items():
+        sizes = sorted(fitted.points)
+        xs = [n for n in sizes for _ in fitted.points[n]]
+        (dots,) = axes.plot(xs, [v for n in sizes for v in fitted.points[n]], "o", alpha=0.6, label=kind)
+        line = [fitted.intercept + fitted.slope * math.log(n) for n in sizes]
+        axes.plot(sizes, line, "-", color=dots.get_color())
+    axes.set_xscale("log")
+    axes.set(xlabel="parameters", ylabel=f"held-out {comparison.scaling[0].metric}", title="loss against parameters")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = output_dir / "scaling.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return [path]
 
 
 def curves_plot(columns: list[tuple[str, list[RunRecord]]], path: Path) -> None:

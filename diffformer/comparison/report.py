@@ -63,6 +63,16 @@ def markdown_report(comparison: Comparison, figures: Sequence[Path], commands: S
             lines += ["", f"### {section}", "", _header(["", *comparison.columns])]
         lines.append(f"| {row.name} | " + " | ".join(_cell(row, i) for i in range(len(row.values))) + " |")
     lines += ["", "## Verdicts", "", *_verdicts(comparison), ""]
+    if comparison.scaling:
+        lines += ["## Parameter efficiency (docs/formulas.md §22)", ""]
+        for result in comparison.scaling:
+            lines.append(f"- {result.verdict()}")
+            for fitted in result.fits:
+                lines.append(f"  - {fitted.kind}: {result.metric} ≈ {fitted.intercept:.4g} {fitted.slope:+.4g}·ln N")
+            by_size = ", ".join(f"{n:,}: {r:.0%}" for n, r in result.ratio_by_size.items())
+            if by_size:
+                lines.append(f"  - {result.other}'s share of {result.reference}'s parameters at each size: {by_size}")
+        lines.append("")
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{figure.stem.replace('_', ' ')}]({figure.name})\n" for figure in figures]

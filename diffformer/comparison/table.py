@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from diffformer.comparison import fairness
 from diffformer.comparison.best import collapse_to_best
 from diffformer.comparison.records import RunRecord
+from diffformer.comparison.scaling import ScalingResult, parameter_efficiency
 from diffformer.comparison.statistics import (
     Difference,
     Measured,
@@ -27,6 +28,7 @@ from diffformer.comparison.statistics import (
     wilson_interval,
 )
 from diffformer.dynamics import milestones
+from diffformer.errors import RecipeError
 from diffformer.probes.results import RetrievalGrid
 from diffformer.recipe.fingerprint import defining_settings
 from diffformer.strict_json import json_ready
@@ -62,10 +64,15 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  # e.g. which learning rate won for each kind
     warnings: list[str] = field(default_factory=list)  # what the columns were given differently, unnamed
     machines: list[str] = field(default_factory=list)  # what trained the runs (their summaries say)
+    scaling: list[ScalingResult] = field(default_factory=list)  # compare --scaling: parameter efficiency
 
 
 def compare_records(
-    records: list[RunRecord], best_of: str | None = None, by: str = "loss", average_attention: bool = False
+    records: list[RunRecord],
+    best_of: str | None = None,
+    by: str = "loss",
+    average_attention: bool = False,
+    scaling: bool = False,
 ) -> Comparison:
     """Group finished runs that differ only in seed; each group is one column (an unfinished run stands alone).
     With `best_of` (e.g. train.lr), columns that differ only in that setting collapse to the best by eval `by`.
@@ -85,7 +92,23 @@ def compare_records(
     warnings = _fairness_warnings(rows, labels, differences)
     machines = list(dict.fromkeys(r.machine for group in columns for r in group if r.machine))
     runs = [[str(r.path) for r in group] for group in columns]
-    return Comparison(labels, runs, differences, rows, notes, warnings, machines)
+    comparison = Comparison(labels, runs, differences, rows, notes, warnings, machines)
+    if scaling:
+        comparison.scaling = _parameter_efficiency(records)
+    return comparison
+
+
+def _parameter_efficiency(records: list[RunRecord]) -> list[ScalingResult]:
+    """Each kind against the first run's kind: held-out loss against parameters, over the finished runs."""
+    points: dict[str, dict[int, list[float]]] = {}
+    for record in records:
+        if record.finished and record.eval.get("loss") is not None:
+            by_size = points.setdefault(record.recipe.model.attention.kind, {})
+            by_size.setdefault(record.parameters, []).append(record.eval["loss"])
+    reference = records[0].recipe.model.attention.kind
+    if reference not in points or len(points) < 2 or any(len(sizes) < 2 for sizes in points.values()):
+        raise RecipeError("--scaling needs finished runs of at least two kinds, each at two or more sizes")
+    return [parameter_efficiency(reference, kind, points) for kind in points if kind != reference]
 
 
 def _column_labels(columns: list[list[RunRecord]], differences: dict) -> list[str]:
@@ -359,6 +382,7 @@ def _probe_rows(columns, add: _RowBuilder, average_attention: bool) -> None:
                 lambda r, v=variant, i=index: _accuracy_error(r, v, i),
             )
         add.measure("retrieval", f"{variant} effective length", lambda r, v=variant: _effective_length(r, v))
+    _probe_model_rows(columns, add)
     if average_attention:
         for name, label in ATTENTION_ROW_NAMES.items():
             add.measure("attention", f"{label} (mean over layers and lengths)", lambda r, n=name: _averaged(r, n))
@@ -384,6 +408,88 @@ def _probe_rows(columns, add: _RowBuilder, average_attention: bool) -> None:
                     f"{label} · layer {layer} @ {length}",
                     lambda r, n=name, at=length, ly=layer: _attention_at(r, at, ly, n),
                 )
+    if any(r.probe and r.probe.attention and r.probe.attention.at_retrieval_heads for g in columns for r in g):
+        for name in ("needle_mass", "noise", "needle_net_mass"):
+            for length in lengths:
+                for layer in layers:
+                    add.measure(
+                        "attention at the heads the task needs",
+                        f"{ATTENTION_ROW_NAMES[name]} · layer {layer} @ {length}",
+                        lambda r, n=name, at=length, ly=layer: _attention_at(r, at, ly, n, needed_heads=True),
+                    )
+
+
+def _probe_model_rows(columns, add: _RowBuilder) -> None:
+    """What the quantization, outlier and ablation probes measured: each scheme's metrics and their paired
+    change against full precision, per layer the largest activations and their ratio to the median, and the
+    heads each layer needs."""
+    probes = [r.probe for g in columns for r in g if r.probe is not None]
+    schemes = list(dict.fromkeys(q.scheme for p in probes for q in p.quantization or []))
+    for scheme in schemes:
+        for metric in ("exact_match", "loss"):
+            label = metric.replace("_", " ")
+            add.measure(
+                "low bits",
+                f"{label} at {scheme}",
+                lambda r, s=scheme, m=metric: _quantized(r, s, m, "value"),
+                lambda r, s=scheme, m=metric: _quantized(r, s, m, "se_value"),
+            )
+            add.measure(
+                "low bits",
+                f"Δ {label} at {scheme} vs full precision",
+                lambda r, s=scheme, m=metric: _quantized(r, s, m, "delta"),
+                lambda r, s=scheme, m=metric: _quantized(r, s, m, "se"),
+            )
+    layers = sorted({layer for p in probes for layer in (p.outliers or {})})
+    for layer in layers:
+        add.measure(
+            "outliers", f"hidden state top-1 · layer {layer}", lambda r, ly=layer: _outlier(r, ly, "hidden_top1")
+        )
+        add.measure(
+            "outliers",
+            f"hidden state top-1 ÷ median · layer {layer}",
+            lambda r, ly=layer: _outlier(r, ly, "hidden_ratio"),
+        )
+        add.measure(
+            "outliers",
+            f"largest |logit| over the layer's maps · layer {layer}",
+            lambda r, ly=layer: _outlier(r, ly, "logit_top1"),
+        )
+        add.measure(
+            "outliers",
+            f"|logit| top-1 ÷ median (largest over maps) · layer {layer}",
+            lambda r, ly=layer: _outlier(r, ly, "logit_ratio"),
+        )
+    ablated = sorted({c.layer for p in probes if p.ablation for c in p.ablation.cells})
+    for layer in ablated:
+        add.measure("ablation", f"heads the task needs · layer {layer}", lambda r, ly=layer: _needed(r, ly))
+
+
+def _quantized(record: RunRecord, scheme: str, metric: str, part: str) -> float | None:
+    found = next((q for q in (record.probe.quantization or []) if q.scheme == scheme), None) if record.probe else None
+    if found is None or metric not in found.metrics:
+        return None
+    if part == "value":
+        return found.metrics[metric]
+    if part == "se_value":
+        return _standard_error(found.metrics, metric)
+    return found.change[metric][part]
+
+
+def _outlier(record: RunRecord, layer: int, name: str) -> float | None:
+    outliers = (record.probe.outliers or {}).get(layer) if record.probe else None
+    if outliers is None:
+        return None
+    if name.startswith("logit_"):
+        values = [getattr(stats, name.removeprefix("logit_")) for stats in outliers.logits.values()]
+        values = [v for v in values if v is not None]
+        return max(values) if values else None
+    return getattr(outliers, name)
+
+
+def _needed(record: RunRecord, layer: int) -> float | None:
+    ablation = record.probe.ablation if record.probe else None
+    return None if ablation is None else float(len(ablation.retrieval_heads.get(layer, [])))
 
 
 def _grid(record: RunRecord, variant: str) -> RetrievalGrid | None:
@@ -410,10 +516,11 @@ def _effective_length(record: RunRecord, variant: str) -> int | None:
     return grid.effective_length if grid is not None else None
 
 
-def _attention_at(record: RunRecord, length: int, layer: int, name: str) -> float | None:
+def _attention_at(record: RunRecord, length: int, layer: int, name: str, needed_heads: bool = False) -> float | None:
     if record.probe is None or record.probe.attention is None:
         return None
-    measured = record.probe.attention.by_length.get(length, {}).get(layer)
+    attention = record.probe.attention
+    measured = (attention.at_retrieval_heads if needed_heads else attention.by_length).get(length, {}).get(layer)
     value = None if measured is None else getattr(measured, name)
     return None if value is None or math.isnan(value) else value
 

@@ -46,8 +46,13 @@ class TextTask(Section):
         "lines; line = one document per line (line breaks dropped).",
     )
     dataset: str | None = Field(None, description="A Hugging Face hub dataset name (needs the network once).")
-    builtin: Literal["pydoc_topics"] | None = Field(
-        None, description="pydoc_topics: Python's own documentation topics, always offline."
+    builtin: Literal["pydoc_topics", "python_docs"] | None = Field(
+        None,
+        description="Text every Python has, always offline: pydoc_topics (Python's documentation topics) or "
+        "python_docs (those and the docstrings of a fixed list of standard-library modules).",
+    )
+    builtin_sha256: str | None = Field(
+        None, description="With builtin: the corpus's SHA-256 this recipe was made with; another is refused."
     )
     config: str | None = Field(None, description="The hub dataset's configuration (subset), e.g. sample-10BT.")
     streaming: bool = Field(

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from diffformer.data.python_docs import BUILTIN_CORPORA, corpus_checksum
 from diffformer.errors import DataError, first_line
 
 if TYPE_CHECKING:
@@ -33,12 +34,16 @@ def load_documents(config: "TextTask"):
     import datasets
 
     datasets.disable_progress_bars()
-    if config.builtin == "pydoc_topics":
-        from pydoc_data.topics import topics
-
-        # Each topic split into paragraphs: many short documents for a clean document-level split.
-        paragraphs = [p.strip() for name in sorted(topics) for p in topics[name].split("\n\n") if p.strip()]
-        return datasets.Dataset.from_dict({"text": paragraphs}), None
+    if config.builtin is not None:
+        documents = BUILTIN_CORPORA[config.builtin]()
+        found = corpus_checksum(documents)
+        if config.builtin_sha256 is not None and config.builtin_sha256 != found:
+            raise DataError(
+                f"data.builtin_sha256: the {config.builtin} corpus of Python {sys.version.split()[0]} has sha256 "
+                f"{found}, not the recipe's {config.builtin_sha256} (another Python's text; remove the pin to train "
+                "on it anyway)"
+            )
+        return datasets.Dataset.from_dict({"text": documents}), None
     if config.path is not None:
         texts = [text for path in local_files(config.path) for text in _file_documents(path, config)]
         return _keep(datasets.Dataset.from_dict({"text": texts}), config, f"data {config.path}"), None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from diffformer.errors import CheckpointError
 from diffformer.probes.ablation import AblationReport
+from diffformer.quantization import QuantizedEval
 from diffformer.strict_json import from_json, json_ready
 
 RULER_THRESHOLD = 0.856  # RULER's effective-length threshold
@@ -128,6 +129,7 @@ class ProbeReport:
     attention: AttentionSummary | None = None
     outliers: dict[int, LayerOutliers] | None = None
     ablation: AblationReport | None = None
+    quantization: list[QuantizedEval] | None = None  # the quantization probe: each scheme against full precision
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # the ProbeSettings used (device aside)

@@ -19,6 +19,7 @@ from diffformer.probes.prompts import PromptSource, SyntheticPrompts, synthetic_
 from diffformer.probes.results import LayerAttention, ProbeReport
 from diffformer.probes.retrieval import retrieval_grid
 from diffformer.probes.settings import ProbeSettings
+from diffformer.quantization import evaluate_quantized
 from diffformer.run_folder import PROBE_FILE, probes_dir_for
 from diffformer.training.trackers import log_probe_summary
 
@@ -55,11 +56,14 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
 def _measure(report: ProbeReport, loaded, source, lengths, settings: ProbeSettings, device, on_cell=None) -> None:
     """on_cell(done, total): hears each finished cell of the retrieval grid (a progress bar)."""
     model, wanted = loaded.model, set(settings.probes)
-    if "ablation" in wanted:
-        data = prepare_data(loaded.data_config())
-        batches = -(-settings.ablation_sequences // settings.batch_size)
-        recipe = loaded.trained_recipe()
-        report.ablation = ablate_heads(model, data, recipe.seed, batches, settings.batch_size, device, loaded.precision)
+    if {"ablation", "quantization"} & wanted:
+        batches = -(-settings.held_out_sequences // settings.batch_size)
+        where = (prepare_data(loaded.data_config()), loaded.trained_recipe().seed, batches, settings.batch_size)
+        where += (device, loaded.precision)
+        if "ablation" in wanted:
+            report.ablation = ablate_heads(model, *where)
+        if "quantization" in wanted:
+            report.quantization = evaluate_quantized(model, where, settings.schemes())
     if {"retrieval", "attention"} & wanted:
         grids, attention = retrieval_grid(
             model,

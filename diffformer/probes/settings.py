@@ -7,7 +7,7 @@ from diffformer.errors import RecipeError
 from diffformer.probes.results import RULER_THRESHOLD
 from diffformer.sections import Section
 
-PROBES = ("retrieval", "attention", "outliers", "ablation")
+PROBES = ("retrieval", "attention", "outliers", "ablation", "quantization")
 DEFAULT_PROBES = ("retrieval", "attention")
 
 
@@ -18,7 +18,9 @@ CLI_FLAGS = {"probe": "--probes", "seed": "--prompt-seed"}
 class ProbeSettings(Section):
     """Probe settings. In a recipe, a variants sweep probes every variant with them after training."""
 
-    probes: list[str] = Field(list(DEFAULT_PROBES), description="retrieval, attention, outliers, ablation.")
+    probes: list[str] = Field(
+        list(DEFAULT_PROBES), description="retrieval, attention, outliers, ablation, quantization."
+    )
     lengths: list[int] | None = Field(None, description="Context lengths; default from `scales`.")
     scales: list[float] = Field(
         [0.5, 1, 2, 4], description="Without `lengths`: context lengths as multiples of the training length."
@@ -27,9 +29,13 @@ class ProbeSettings(Section):
     variants: list[str] | None = Field(None, description="Prompt variants (default: as trained; [all] for every one).")
     samples: int = Field(32, description="Prompts per grid cell.")
     batch_size: int = Field(16, description="Prompts per forward pass.")
-    ablation_sequences: int = Field(
-        256, description="Held-out sequences of the run's own task each head ablation is scored on."
+    held_out_sequences: int = Field(
+        256, description="Held-out sequences of the run's own task that ablation and quantization are scored on."
     )
+    quantize: list[str] = Field(
+        ["w8a8", "w6a6", "w4a4"], description="The quantization probe's schemes (wBITSaBITS; docs/formulas.md §21)."
+    )
+    granularity: str = Field("tensor", description="Quantization scales: tensor or channel.")
     seed: int = Field(1234, description="Prompt seed: the same seed gives every checkpoint the same prompts.")
     threshold: float = Field(RULER_THRESHOLD, description="Accuracy that counts for the effective length.")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
@@ -64,14 +70,22 @@ class ProbeSettings(Section):
             raise RecipeError(f"{name('lengths')} must be positive numbers (got {got})")
         if not self.scales or any(s <= 0 for s in self.scales):
             raise RecipeError(f"{name('scales')} must be positive multiples of the training length")
-        if self.samples < 1 or self.batch_size < 1 or self.ablation_sequences < 1:
+        if self.samples < 1 or self.batch_size < 1 or self.held_out_sequences < 1:
             raise RecipeError(
-                f"{name('samples')}, {name('batch_size')} and {name('ablation_sequences')} must be at least 1"
+                f"{name('samples')}, {name('batch_size')} and {name('held_out_sequences')} must be at least 1"
             )
+        if "quantization" in self.probes:
+            self.schemes()
         if not 0 <= self.seed <= 2**32 - 1 or not 0 < self.threshold <= 1:
             raise RecipeError(f"{name('seed')} must be in [0, 2^32) and {name('threshold')} in (0, 1]")
         if prefix == "--":
             resolve_device(self.device)  # a recipe may name a device this machine lacks; the run checks it
+
+    def schemes(self):
+        """The quantization probe's schemes, parsed (a bad one is a one-line error)."""
+        from diffformer.quantization import QuantizationScheme
+
+        return [QuantizationScheme.parse(spec, self.granularity) for spec in self.quantize]
 
     def lengths_for(self, trained_length: int, longest: int | None) -> list[int]:
         """The probed lengths: `lengths` as given, or `scales` × the training length (up to `longest`, if any)."""
