@@ -19,7 +19,7 @@ measurements that need a share read each row as |w| / Σ|w| (docs/formulas.md §
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
@@ -129,15 +129,12 @@ def capture_attention(
     indices count from the end, so [-1] is the last token).
     """
     from diffformer.model.attention.registry import row_semantics  # the registry imports every kind
+    from diffformer.model.instruments import attached
 
     capture = AttentionCapture(query_positions, row_semantics(model.config))
     chosen = set(range(len(model.blocks))) if layers is None else set(layers)
     unknown = chosen - set(range(len(model.blocks)))
     if unknown:
         raise ValueError(f"layers {sorted(unknown)} do not exist; the model has {len(model.blocks)} layers")
-    before = model.instruments
-    model.instruments = replace(before, capture=capture, capture_layers=frozenset(chosen))
-    try:
+    with attached(model, capture=capture, capture_layers=frozenset(chosen)):
         yield capture
-    finally:
-        model.instruments = before

@@ -18,10 +18,11 @@ projection (`Attention.write_heads`), so one mechanism serves every kind.
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import torch
 from torch import nn
+
+from diffformer.model.instruments import attached
 
 HeadEdit = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -29,9 +30,5 @@ HeadEdit = Callable[[int, torch.Tensor], torch.Tensor]
 @contextmanager
 def edit_heads(model: nn.Module, edit: HeadEdit) -> Iterator[None]:
     """Apply `edit(layer, heads) -> heads` in every layer for forward passes inside the block."""
-    before = model.instruments  # the model hands the edit to every layer in its AttentionCall
-    model.instruments = replace(before, head_edit=edit)
-    try:
+    with attached(model, head_edit=edit):  # the model hands the edit to every layer in its AttentionCall
         yield
-    finally:
-        model.instruments = before

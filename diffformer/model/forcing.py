@@ -13,10 +13,11 @@ Forcing row t changes only what position t and later positions compute.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import torch
 from torch import nn
+
+from diffformer.model.instruments import attached
 
 
 @contextmanager
@@ -25,9 +26,5 @@ def force_attention(model: nn.Module, keys: torch.Tensor) -> Iterator[None]:
     positions = torch.arange(keys.shape[-1], device=keys.device)
     if bool((keys > positions).any()):
         raise ValueError("a forced key lies after its query: attention is causal")
-    before = model.instruments  # the model hands the keys to every layer in its AttentionCall
-    model.instruments = replace(before, forced_keys=keys)
-    try:
+    with attached(model, forced_keys=keys):  # the model hands the keys to every layer in its AttentionCall
         yield
-    finally:
-        model.instruments = before

@@ -5,8 +5,6 @@ Every attention kind uses the same blocks; only `block.attention` differs.
 """
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +13,10 @@ from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.attention.base import AttentionCall
 from diffformer.model.attention.registry import kind_entry
-from diffformer.model.capture import AttentionCapture
 from diffformer.model.config import ModelConfig
 from diffformer.model.decoding import DecodingCache
 from diffformer.model.heads import make_heads_identical
+from diffformer.model.instruments import Instruments
 from diffformer.model.norm import RMSNorm
 from diffformer.model.position import RotaryEmbedding
 
@@ -50,18 +48,6 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, call: AttentionCall) -> torch.Tensor:
         x = x + self.dropout(self.attention(self.attention_norm(x), call))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
-
-
-@dataclass(frozen=True)
-class Instruments:
-    """What a probe attaches to the model's forward passes: set only by `capture_attention` (model/capture.py),
-    `force_attention` (model/forcing.py) and `edit_heads` (model/editing.py), for the duration of their block;
-    each layer receives its share in its AttentionCall."""
-
-    capture: AttentionCapture | None = None
-    capture_layers: frozenset[int] = frozenset()
-    forced_keys: torch.Tensor | None = None  # (B, T) for every layer
-    head_edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None  # see AttentionCall.head_edit
 
 
 class Transformer(nn.Module):
