@@ -13,8 +13,10 @@ Everything else asks `experiment_for(data)` rather than testing the task's name.
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from diffformer.data import masked_keys_of
 from diffformer.errors import RecipeError
 from diffformer.focus.measures import FocusObjective
 from diffformer.focus.objectives import FocusSettings
@@ -51,7 +53,11 @@ class Experiment:
 
 class LanguageModelExperiment(Experiment):
     def build_model(self, config, data):
-        return Transformer(config)
+        model = Transformer(config)
+        masked = masked_keys_of(data)
+        if masked is not None:
+            model.mask_keys(torch.from_numpy(masked))
+        return model
 
     def objective(self, focus):
         return LanguageModelling()

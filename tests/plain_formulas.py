@@ -3,9 +3,10 @@
 Written for clarity, not speed: explicit per-head loops, explicit masks, float64,
 rotary as complex multiplication. The fast modules in diffformer must agree with these.
 
-PLAIN_FORMULAS maps each registered kind to its transcription: f(attention layer, x (B, T, d_model)) ->
-(output (B, T, d_model), maps): per sequence, per output head, that head's (T, T) map, or for the
-differential kinds (A1, A2, λ) with λ a scalar (V1) or a (T, 1) column of per-token values (V2).
+PLAIN_FORMULAS maps each registered kind to its transcription: f(attention layer, x (B, T, d_model),
+masked=None) -> (output (B, T, d_model), maps): per sequence, per output head, that head's (T, T) map, or for
+the differential kinds (A1, A2, λ) with λ a scalar (V1) or a (T, 1) column of per-token values (V2).
+`masked`: an attention layout, (T, T) bool, True where query i may not see key j ≤ i (docs/formulas.md §23).
 """
 
 import math
@@ -62,11 +63,15 @@ def differential_slope(attention, pair: int, sub_map: int) -> float:
     return alibi_slope(heads // 2, pair)
 
 
-def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """Row softmax of (T, T) scores over keys j ≤ i."""
-    length = scores.shape[0]
-    mask = torch.ones(length, length, dtype=torch.bool).tril()
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+def visible(length: int, masked: torch.Tensor | None) -> torch.Tensor:
+    """(T, T) bool: query i sees key j when j ≤ i and the layout does not mask it."""
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    return causal if masked is None else causal & ~masked
+
+
+def causal_softmax(scores: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+    """Row softmax of (T, T) scores over the keys each query sees (j ≤ i, not masked)."""
+    return scores.masked_fill(~visible(scores.shape[0], masked), float("-inf")).softmax(dim=-1)
 
 
 def _head(weight: torch.Tensor, index: int, width: int) -> torch.Tensor:
@@ -86,7 +91,7 @@ def _qk(attention, x, q_head, k_head):
 
 def _single_map_kind(attention, x: torch.Tensor, head_map) -> tuple[torch.Tensor, list]:
     """Output (B, T, d_model) and per-sequence lists of each head's (T, T) map, for kinds where
-    head h attends with one map, head_map(h, scores), over its group's values."""
+    head h attends with one map, head_map(h, scores), over its group's values (the layout is head_map's)."""
     d, groups = attention.d_head, attention.n_heads // attention.n_kv_heads
     outputs, maps = [], []
     for seq in x.double():
@@ -102,8 +107,8 @@ def _single_map_kind(attention, x: torch.Tensor, head_map) -> tuple[torch.Tensor
     return torch.stack(outputs), maps
 
 
-def vanilla(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
-    return _single_map_kind(attention, x, lambda h, scores: causal_softmax(scores))
+def vanilla(attention, x: torch.Tensor, masked=None) -> tuple[torch.Tensor, list]:
+    return _single_map_kind(attention, x, lambda h, scores: causal_softmax(scores, masked))
 
 
 def differential_lambda(attention) -> torch.Tensor:
@@ -113,7 +118,7 @@ def differential_lambda(attention) -> torch.Tensor:
     return torch.exp((lq1 * lk1).sum()) - torch.exp((lq2 * lk2).sum()) + attention.lambda_init
 
 
-def differential(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+def differential(attention, x: torch.Tensor, masked=None) -> tuple[torch.Tensor, list]:
     """Diff Transformer V1, flash layout: pair h uses query sub-heads 2h, 2h+1, key
     sub-heads 2g, 2g+1 and value head g (width 2d) of its group g."""
     d = attention.d_head
@@ -130,8 +135,8 @@ def differential(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
             v = seq @ _head(attention.v_proj.weight, g, 2 * d).T
             bias1 = distance_bias(attention, differential_slope(attention, h, 0), len(seq))
             bias2 = distance_bias(attention, differential_slope(attention, h, 1), len(seq))
-            a1 = causal_softmax(q1 @ k1.T / math.sqrt(d) + bias1)
-            a2 = causal_softmax(q2 @ k2.T / math.sqrt(d) + bias2)
+            a1 = causal_softmax(q1 @ k1.T / math.sqrt(d) + bias1, masked)
+            a2 = causal_softmax(q2 @ k2.T / math.sqrt(d) + bias2, masked)
             head = (a1 - lam * a2) @ v
             head = head / torch.sqrt(head.pow(2).mean(-1, keepdim=True) + 1e-5) * gain
             heads.append(head * (1 - attention.lambda_init))
@@ -141,7 +146,7 @@ def differential(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
     return torch.stack(outputs), maps
 
 
-def differential_v2(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+def differential_v2(attention, x: torch.Tensor, masked=None) -> tuple[torch.Tensor, list]:
     """out_h = A[2h] V − sigmoid(x W_λ)_h · A[2h+1] V, both query heads in one K/V group."""
     d, heads_total = attention.d_head, 2 * attention.n_heads
     group_size = heads_total // attention.n_kv_heads
@@ -156,7 +161,7 @@ def differential_v2(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
                 q, k = _qk(attention, seq, q_head, g)
                 v = seq @ _head(attention.v_proj.weight, g, d).T
                 bias = alibi(attention, attention.n_heads, h, len(seq))  # output head h's slope
-                a = causal_softmax(q @ k.T / math.sqrt(d) + bias)
+                a = causal_softmax(q @ k.T / math.sqrt(d) + bias, masked)
                 per_map.append(a @ v)
                 head_maps.append(a)
             heads.append(per_map[0] - lam[:, h : h + 1] * per_map[1])
@@ -166,45 +171,51 @@ def differential_v2(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
     return torch.stack(outputs), maps
 
 
-def doubly_normalized_map(scores: torch.Tensor, mix, sink: torch.Tensor | None) -> torch.Tensor:
+def doubly_normalized_map(scores: torch.Tensor, mix, sink: torch.Tensor | None, masked=None) -> torch.Tensor:
     """The causal prefix definition, entry by entry, for one head's (T, T) scores:
-    C_ij = log Σ_{i'=j..i} exp(S_i'j) (+ exp(b) with a sink), A_ij = softmax_{j ≤ i}(S_ij − m·C_ij)."""
+    C_ij = log Σ_{i' = j..i, i' sees j, and i sees i' (or i' = i)} exp(S_i'j) (+ exp(b) with a sink),
+    A_ij = softmax over the keys j query i sees of (S_ij − m·C_ij). Without a layout every i' in j..i counts."""
     length = scores.shape[0]
+    sees = visible(length, masked)
     rows = []
     for i in range(length):
+        keys = [j for j in range(i + 1) if sees[i, j]]
         logits = []
-        for j in range(i + 1):
-            column = [scores[r, j] for r in range(j, i + 1)]
+        for j in keys:
+            column = [scores[r, j] for r in range(j, i + 1) if sees[r, j] and sees[i, r]]
             if sink is not None:
                 column.append(sink)
             c = torch.logsumexp(torch.stack(column), dim=0)
             logits.append(scores[i, j] - mix * c)
-        row = torch.stack(logits).softmax(dim=0)
-        rows.append(torch.cat([row, row.new_zeros(length - i - 1)]))
+        row = scores.new_zeros(length)
+        row[keys] = torch.stack(logits).softmax(dim=0)
+        rows.append(row)
     return torch.stack(rows)
 
 
-def doubly_normalized(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+def doubly_normalized(attention, x: torch.Tensor, masked=None) -> tuple[torch.Tensor, list]:
     def head_map(h, scores):
         if attention.mix_logit is None:
             mix = attention.fixed_mix
         else:
             mix = torch.sigmoid(attention.mix_logit[h].double())
         sink = None if attention.sink_logit is None else attention.sink_logit[h].double()
-        return doubly_normalized_map(scores, mix, sink)
+        return doubly_normalized_map(scores, mix, sink, masked)
 
     return _single_map_kind(attention, x, head_map)
 
 
-def sigmoid(attention, x: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """A_ij = σ(S_ij + b) for j ≤ i and 0 for j > i, entry by entry; no row normalisation."""
+def sigmoid(attention, x: torch.Tensor, masked=None) -> tuple[torch.Tensor, list]:
+    """A_ij = σ(S_ij + b) for the keys j query i sees (j ≤ i, not masked) and 0 otherwise, entry by entry;
+    no row normalisation."""
 
     def head_map(h, scores):
         length = scores.shape[0]
+        sees = visible(length, masked)
         zero = scores.new_zeros(())
         rows = [
             torch.stack(
-                [1 / (1 + torch.exp(-(scores[i, j] + attention.bias))) if j <= i else zero for j in range(length)]
+                [1 / (1 + torch.exp(-(scores[i, j] + attention.bias))) if sees[i, j] else zero for j in range(length)]
             )
             for i in range(length)
         ]

@@ -4,7 +4,8 @@ import os
 from pathlib import Path
 from typing import Annotated, Protocol
 
-from pydantic import Field
+import numpy as np
+from pydantic import Field, TypeAdapter
 
 from diffformer.data.batch import IGNORE, Batch
 from diffformer.data.copying import CopyTask
@@ -45,6 +46,15 @@ class SyntheticData:
         return None
 
 
+def masked_keys_of(data: dict) -> np.ndarray | None:
+    """The attention layout a recipe's data section (as stored) asks of the model (SyntheticTask.masked_keys),
+    or None: causal attention. An empty section (a library checkpoint) asks for none."""
+    if not data:
+        return None
+    task = TypeAdapter(DataConfig).validate_python(data)
+    return task.masked_keys() if isinstance(task, SyntheticTask) else None
+
+
 def default_cache_dir() -> Path:
     """Where tokenized text is cached: $DIFFFORMER_CACHE, else ~/.cache/diffformer."""
     return Path(os.environ.get("DIFFFORMER_CACHE", Path.home() / ".cache" / "diffformer"))
@@ -60,4 +70,13 @@ def prepare_data(config: DataConfig, cache_dir: Path | None = None) -> TaskData:
     return SyntheticData(config)
 
 
-__all__ = ["IGNORE", "Batch", "DataConfig", "TaskData", "TextData", "default_cache_dir", "prepare_data"]
+__all__ = [
+    "IGNORE",
+    "Batch",
+    "DataConfig",
+    "TaskData",
+    "TextData",
+    "default_cache_dir",
+    "masked_keys_of",
+    "prepare_data",
+]

@@ -18,12 +18,21 @@ class CopyTask(SyntheticTask):
     Token 1 is the separator; the sequence length is 2·L + 1. Position L + k (the separator for
     k = 0) predicts x_{k+1}, which sits at position k: its evidence is [k, k + 1), the aligned
     source position, and the question (the copy) starts at the separator.
+
+    output_attention: `causal` lets each copy position see everything before it, the copied prefix too — in
+    a decoder-only model the hard case is then solvable by elimination (a permutation's remaining tokens
+    are those not yet copied). `source` is the setting of Snell et al.'s encoder–decoder: a copy position
+    sees the source, the separator and itself only, never earlier copy positions, so the copy must go
+    through the aligned source (docs/formulas.md §23). Every attention kind honours the mask.
     """
 
     task: Literal["copy"]
     distribution: Literal["easy", "hard"] = "easy"
     length: int = Field(40, gt=0, le=MAX_TOKENS, description="Tokens to copy.")
     vocab: int = Field(60, gt=0, le=MAX_TOKENS, description="easy: tokens to draw from (hard uses `length` tokens).")
+    output_attention: Literal["causal", "source"] = Field(
+        "causal", description="source: copy positions see only the source, the separator and themselves."
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> "CopyTask":
@@ -38,6 +47,14 @@ class CopyTask(SyntheticTask):
     @property
     def task_vocab_size(self) -> int:
         return 2 + (self.vocab if self.distribution == "easy" else self.length)
+
+    def masked_keys(self) -> np.ndarray | None:
+        if self.output_attention == "causal":
+            return None
+        length = self.seq_len
+        first_copy = self.length + 1  # position L is the separator; L+1 … 2L hold the copied tokens
+        query, key = np.arange(length)[:, None], np.arange(length)[None, :]
+        return (query > key) & (key >= first_copy)
 
     def _generate(self, rng, batch_size, length):
         pool = self.vocab if self.distribution == "easy" else self.length

@@ -38,6 +38,11 @@ class SyntheticTask(Section):
     def _generate(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         raise NotImplementedError
 
+    def masked_keys(self) -> np.ndarray | None:
+        """The attention layout the task asks of the model: (L, L) bool, True where query i may not see key
+        j ≤ i (docs/formulas.md §23), or None — causal attention only (every task but the masked copy)."""
+        return None
+
 
 def check_lengths(value: SeqLen) -> SeqLen:
     """seq_len is validated the same way by every synthetic task."""

@@ -35,6 +35,11 @@ def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
     if not kind_entry(kind).exports:
         exported = ", ".join(kinds_with(lambda entry: entry.exports))
         raise RecipeError(f"cannot export {loaded.path}: the exported modelling code knows {exported}, not {kind}")
+    if loaded.model.masked_keys is not None:
+        raise RecipeError(
+            f"cannot export {loaded.path}: its task masks keys beyond causality (an attention layout, "
+            "docs/formulas.md §23), and Hugging Face models are causal only"
+        )
     if output.exists() and not output.is_dir():
         raise RecipeError(f"export folder {output} is a file; choose a new folder")
     if output.exists() and any(output.iterdir()):

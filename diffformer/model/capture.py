@@ -101,10 +101,23 @@ class AttentionCapture:
         )
 
 
+def hidden_keys(positions: torch.Tensor, keys: int, masked_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """(P, keys) bool: the keys each query row at `positions` may not see — every key after it, and with an
+    attention layout (`masked_keys`, (L, L) bool, True where query i may not see key j ≤ i: the masked copy task,
+    docs/formulas.md §23) the keys it hides."""
+    hidden = torch.arange(keys, device=positions.device)[None, :] > positions[:, None]
+    return hidden if masked_keys is None else hidden | masked_keys[positions, :keys]
+
+
 def causal_logits(
-    q_rows: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, alibi_slopes: torch.Tensor | None = None
+    q_rows: torch.Tensor,
+    k: torch.Tensor,
+    positions: torch.Tensor,
+    alibi_slopes: torch.Tensor | None = None,
+    masked_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scaled scores of query rows at `positions` against keys 0..K−1 (plus ALiBi's bias), −inf on future keys.
+    """Scaled scores of query rows at `positions` against keys 0..K−1 (plus ALiBi's bias), −inf on the keys
+    a row may not see (`hidden_keys`: future keys, and those an attention layout masks, `masked_keys`).
 
     q_rows: (B, heads, P, d_head), the queries at `positions` (P,); k: (B, heads, K, d_head)
     -> (B, heads, P, K), float32; alibi_slopes: (heads,) or None.
@@ -113,8 +126,7 @@ def causal_logits(
     scores = (q_rows.float() @ k.float().transpose(-1, -2)) * scale
     if alibi_slopes is not None:
         scores = scores + alibi_bias(alibi_slopes, positions, k.shape[-2])
-    future = torch.arange(k.shape[-2], device=k.device)[None, :] > positions[:, None]
-    return scores.masked_fill(future, float("-inf"))
+    return scores.masked_fill(hidden_keys(positions, k.shape[-2], masked_keys), float("-inf"))
 
 
 @contextmanager

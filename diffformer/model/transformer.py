@@ -71,7 +71,17 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed.weight
         self.activation_checkpointing = False  # set by training (train.activation_checkpointing)
         self.instruments = Instruments()
+        # An attention layout the task asks for (mask_keys); derived from the recipe, so not in checkpoints.
+        self.register_buffer("masked_keys", None, persistent=False)
         self._initialise()
+
+    def mask_keys(self, masked: torch.Tensor) -> None:
+        """Hide keys beyond causality in every layer: masked (L, L) bool over absolute positions, True where
+        query i may not see key j ≤ i (the masked copy task; docs/formulas.md §23). Sequences longer than L
+        are then refused. Each position must still see itself."""
+        if masked.dim() != 2 or masked.shape[0] != masked.shape[1] or masked.diagonal().any():
+            raise ValueError("an attention layout is an (L, L) boolean mask that leaves every position its own key")
+        self.masked_keys = masked.bool().to(self.embed.weight.device)
 
     def _initialise(self) -> None:
         """Normal weights; projections into the residual stream get an extra 1/√(2·n_layers) so the
@@ -110,6 +120,11 @@ class Transformer(nn.Module):
         (model/decoding.py) and the cache grows by them."""
         past = 0 if cache is None else cache.length
         end = past + tokens.shape[1]
+        if self.masked_keys is not None and end > self.masked_keys.shape[0]:
+            raise ValueError(
+                f"sequence length {end} exceeds the {self.masked_keys.shape[0]} positions "
+                "of this run's attention layout"
+            )
         x = self.embed(tokens)
         if self.position_embedding is not None:
             if end > self.config.max_seq_len:
@@ -138,6 +153,7 @@ class Transformer(nn.Module):
             forced_keys=instruments.forced_keys,
             recomputed=recompute,
             head_edit=instruments.head_edit,
+            masked_keys=self.masked_keys,
         )
 
     def attention_penalty(self) -> torch.Tensor | None:
@@ -148,8 +164,11 @@ class Transformer(nn.Module):
         return torch.stack(terms).sum() / len(self.blocks) if terms else None
 
     def fresh_copy(self) -> "Transformer":
-        """A newly initialised model of the same shape (a module to gather full weights into)."""
-        return Transformer(self.config)
+        """A newly initialised model of the same shape and attention layout (a module to gather full weights into)."""
+        fresh = Transformer(self.config)
+        if self.masked_keys is not None:
+            fresh.mask_keys(self.masked_keys.cpu())
+        return fresh
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied embedding counts once)."""

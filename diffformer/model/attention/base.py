@@ -6,16 +6,18 @@ by one entry in `registry.py` (docs/adding-an-attention-kind.md walks through ad
 The contract:
 - forward(x, call): (B, T, d_model) -> (B, T, d_model), causal. `call` (an AttentionCall) is everything
   one forward needs beyond x — where x's tokens sit (after a decoding cache's), the layer's decoding
-  cache, an active capture, forced keys, whether the block is being recomputed. The Transformer builds
-  it for every layer of every forward; `attention(x)` alone is a plain pass over positions 0..T−1.
+  cache, an active capture, forced keys, the keys an attention layout masks, whether the block is being
+  recomputed. The Transformer builds it for every layer of every forward; `attention(x)` alone is a
+  plain pass over positions 0..T−1.
 - A forward honours the call through the helpers here, so no kind re-implements them: `rotate` (rotary
-  at the call's positions), `keys_and_values` (the cache), `causal_attention` (SDPA with the causal mask
-  and ALiBi), `forced` (forced keys and the uniform control), `record_maps` (capture) and `write_heads`
-  (each head's output into the residual stream, where probes edit heads).
+  at the call's positions), `keys_and_values` (the cache), `causal_attention` (SDPA with the causal mask,
+  the keys a layout masks and ALiBi), `forced` (forced keys and the uniform control), `record_maps`
+  (capture) and `write_heads` (each head's output into the residual stream, where probes edit heads).
+  A kind that builds its own scores hides keys with `capture.hidden_keys` / `causal_logits(..., masked_keys)`.
   Kinds with one map per head subclass `SingleMapAttention`, which does all of that; such a kind supplies
   only `map_weights` (its formula: scores -> weights) and, for speed, may override `attend`.
-- maps: a function of the layer's q, k (and the kind's extras) and the query positions returning
-  AttentionMaps, passed to `record_maps`.
+- maps: a function of the layer's q, k (and the kind's extras), the query positions and the keys a layout
+  masks (keywords `positions`, `masked_keys`) returning AttentionMaps, passed to `record_maps`.
 - position biases: with ALiBi each map the kind computes gets a slope; the config's `map_alibi_slopes`
   says which (by default vanilla's slope set at the same n_heads), the module lays them out for its
   kernels (`set_alibi_slopes`).
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from diffformer.model.capture import AttentionCapture, AttentionMaps, causal_logits
+from diffformer.model.capture import AttentionCapture, AttentionMaps, causal_logits, hidden_keys
 from diffformer.model.decoding import LayerCache
 from diffformer.model.position import RotaryEmbedding, alibi_bias, alibi_slopes
 from diffformer.sections import Section
@@ -93,6 +95,8 @@ class AttentionCall(NamedTuple):
     recomputed: the block runs inside activation checkpointing (train.activation_checkpointing).
     head_edit: f(layer index, heads (B, heads, T, w)) -> heads, applied to every head's output just before
         the residual projection mixes them (head ablation, activation patching, hooks; `write_heads`).
+    masked_keys: (L, L) bool over absolute positions, True where query i may not see key j although j ≤ i (an
+        attention layout a task asks for: the masked copy task; docs/formulas.md §23), or None: causal only.
     """
 
     offset: int = 0
@@ -101,6 +105,7 @@ class AttentionCall(NamedTuple):
     forced_keys: torch.Tensor | None = None
     recomputed: bool = False
     head_edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+    masked_keys: torch.Tensor | None = None
 
     def query_positions(self, length: int, device) -> torch.Tensor:
         """(length,) the absolute positions of x's tokens."""
@@ -151,15 +156,15 @@ class Attention(nn.Module):
 
     def causal_attention(self, q, k, v, call: AttentionCall, scale: float | None = None) -> torch.Tensor:
         """SDPA of queries q (B, heads, T, d) at the call's positions against keys and values (B, heads, K, ·)
-        of positions 0..K−1 (see keys_and_values): key j ≤ query position i, plus ALiBi's bias."""
+        of positions 0..K−1 (see keys_and_values): key j ≤ query position i unless the call's layout masks
+        it, plus ALiBi's bias."""
         length, keys = q.shape[-2], k.shape[-2]
         queries = call.query_positions(length, q.device)
         bias = self.position_bias(queries, keys)
-        if bias is None and call.offset == 0 and keys == length:
+        if bias is None and call.offset == 0 and keys == length and call.masked_keys is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        future = torch.arange(keys, device=q.device)[None, :] > queries[:, None]
         mask = torch.zeros(length, keys, device=q.device) if bias is None else bias
-        mask = mask.masked_fill(future, float("-inf")).to(q.dtype)
+        mask = mask.masked_fill(hidden_keys(queries, keys, call.masked_keys), float("-inf")).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
     @property
@@ -207,9 +212,9 @@ class Attention(nn.Module):
         if call.capture is not None and call.cache is None:  # maps read whole sequences, not cached steps
             positions = call.capture.positions(q.shape[-2], q.device)
             if self.uniform:
-                maps = uniform_maps(q.shape[0], self.output_heads, positions, q.shape[-2])
+                maps = uniform_maps(q.shape[0], self.output_heads, positions, q.shape[-2], call.masked_keys)
             else:
-                maps = maps_of(q, *inputs, positions=positions)
+                maps = maps_of(q, *inputs, positions=positions, masked_keys=call.masked_keys)
             call.capture.record(self.layer_index, maps)
 
     def write_heads(self, heads: torch.Tensor, call: AttentionCall) -> torch.Tensor:
@@ -228,7 +233,11 @@ class Attention(nn.Module):
         values[:, :, s]: what one-hot attention on s gives. values: (B, heads, K, w), the values each output
         head reads at every position 0..K−1 the rows can see (a decoding cache's included).
         Under the uniform-attention control every row first becomes the mean of the values it can see."""
-        if self.uniform:
+        if self.uniform and call.masked_keys is not None:
+            queries = call.query_positions(attended.shape[2], values.device)
+            visible = (~hidden_keys(queries, values.shape[2], call.masked_keys)).float()
+            attended = ((visible / visible.sum(-1, keepdim=True)) @ values.float()).to(attended.dtype)
+        elif self.uniform:
             length = attended.shape[2]
             seen = call.query_positions(length, values.device).float() + 1
             running_sum = values.float().cumsum(2)[:, :, call.offset : call.offset + length]
@@ -290,27 +299,28 @@ class SingleMapAttention(Attention):
         for start in range(0, q.shape[-2], self.query_block):
             end = min(start + self.query_block, q.shape[-2])
             last_key = call.offset + end  # a query block sees keys up to its last row
-            block = (q[:, :, start:end], k[:, :, :last_key], v[:, :, :last_key], call.offset + start)
+            block = (q[:, :, start:end], k[:, :, :last_key], v[:, :, :last_key], call.offset + start, call.masked_keys)
             if recompute:
                 outputs.append(checkpoint(self._explicit_rows, *block, use_reentrant=False))
             else:
                 outputs.append(self._explicit_rows(*block))
         return torch.cat(outputs, dim=2)
 
-    def _explicit_rows(self, q_rows, k_prefix, v_prefix, first_position: int) -> torch.Tensor:
+    def _explicit_rows(self, q_rows, k_prefix, v_prefix, first_position: int, masked_keys) -> torch.Tensor:
         positions = torch.arange(first_position, first_position + q_rows.shape[-2], device=q_rows.device)
-        weights = self.map_weights(causal_logits(q_rows, k_prefix, positions, self.alibi_slopes))
+        weights = self.map_weights(causal_logits(q_rows, k_prefix, positions, self.alibi_slopes, masked_keys))
         return weights.to(v_prefix.dtype) @ v_prefix
 
-    def maps(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> AttentionMaps:
+    def maps(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, masked_keys=None) -> AttentionMaps:
         """The rows at `positions`; q, k: (B, H, T, d) -> weights (B, H, P, T) and the scores as "logits"."""
-        logits = causal_logits(q[:, :, positions], k, positions, self.alibi_slopes)
+        logits = causal_logits(q[:, :, positions], k, positions, self.alibi_slopes, masked_keys)
         return AttentionMaps(self.map_weights(logits), {"logits": logits}, positions)
 
 
-def uniform_maps(batch: int, heads: int, positions: torch.Tensor, keys: int) -> AttentionMaps:
-    """The uniform-attention control's rows: 1/(i+1) on each key j ≤ i for the query at position i."""
-    visible = torch.arange(keys, device=positions.device)[None, :] <= positions[:, None]  # (P, T)
+def uniform_maps(batch: int, heads: int, positions: torch.Tensor, keys: int, masked_keys=None) -> AttentionMaps:
+    """The uniform-attention control's rows: 1/(i+1) on each key j ≤ i for the query at position i (with an
+    attention layout: equal weight on each key the row may see)."""
+    visible = ~hidden_keys(positions, keys, masked_keys)  # (P, T)
     weights = visible.float() / visible.sum(-1, keepdim=True)
     return AttentionMaps(weights.expand(batch, heads, -1, -1), {}, positions)
 

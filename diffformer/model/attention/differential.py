@@ -175,17 +175,20 @@ class DifferentialAttention(Attention):
         heads = self.subln(diff) * (1 - self.lambda_init)
         if self.similarity_penalty and self.training:
             every_query = torch.arange(length, device=x.device)
-            parts = differential_maps(q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes, every_query)
+            parts = differential_maps(
+                q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes, every_query, call.masked_keys
+            )
             self.pair_similarity = F.cosine_similarity(parts.differential.a1, parts.differential.a2, dim=-1).mean()
         # Views only: the key groups are expanded inside the map function, so nothing is copied unless captured.
         self.record_maps(call, differential_maps, q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes)
         return self.write_heads(heads.to(x.dtype), call)
 
 
-def differential_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
+def differential_maps(q, k, lam, slopes, positions: torch.Tensor, masked_keys=None) -> AttentionMaps:
     """A1, A2 and A1 − λ·A2 at `positions`; q: (B, 2P, T, d), k: (B, 2G, T, d) key groups, both map-major
     (all first maps, then all second)."""
-    logits = causal_logits(q[:, :, positions], repeat_kv_groups(k, q.shape[1]), positions, slopes)  # (B, 2P, P_q, T)
+    keys = repeat_kv_groups(k, q.shape[1])
+    logits = causal_logits(q[:, :, positions], keys, positions, slopes, masked_keys)  # (B, 2P, P_q, T)
     logits1, logits2 = logits.chunk(2, dim=1)
     first, second = logits1.softmax(-1), logits2.softmax(-1)
     return AttentionMaps(

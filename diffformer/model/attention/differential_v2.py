@@ -84,9 +84,9 @@ class DifferentialV2Attention(Attention):
         self.lambda_proj.reset_parameters()
 
 
-def differential_v2_maps(q, k, lam, slopes, positions: torch.Tensor) -> AttentionMaps:
+def differential_v2_maps(q, k, lam, slopes, positions: torch.Tensor, masked_keys=None) -> AttentionMaps:
     """Maps at `positions`; q, k: (B, 2H, T, d) with the pair of head h at 2h, 2h+1; lam: (B, H, T, 1)."""
-    logits = causal_logits(q[:, :, positions], k, positions, slopes)  # (B, 2H, P, T)
+    logits = causal_logits(q[:, :, positions], k, positions, slopes, masked_keys)  # (B, 2H, P, T)
     probs = logits.softmax(-1)
     lam_at = lam[:, :, positions]  # (B, H, P, 1)
     return AttentionMaps(

@@ -14,6 +14,11 @@ recomputed in backward (activation checkpointing), so autograd keeps only the
 inputs and one (B, H, T) carry per block instead of several B·H·T² intermediates.
 Under torch.compile the elementwise passes of a block fuse, and the compiler's
 partitioner chooses what to keep for backward.
+
+Under an attention layout that masks keys beyond causality (docs/formulas.md §23) the queries that
+count in key j's normaliser at row i are those row i itself can see (and that see j), so a masked
+position cannot reach row i through a column normaliser either; that set differs from row to row, so
+the layout path is explicit (memory ~ T³ per head, for the short sequences of the tasks that ask for one).
 """
 
 from typing import Literal
@@ -25,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.attention.base import AttentionCall, AttentionKindConfig, SingleMapAttention
-from diffformer.model.capture import AttentionMaps
+from diffformer.model.capture import AttentionMaps, causal_logits, hidden_keys
 from diffformer.model.focus_scoring import FocusScorer
 from diffformer.model.position import alibi_bias
 
@@ -76,13 +81,27 @@ class DoublyNormalizedAttention(SingleMapAttention):
         return torch.sigmoid(self.mix_logit).view(1, -1, 1, 1)
 
     def attend(self, q, k, v, call: AttentionCall) -> torch.Tensor:
+        if call.masked_keys is not None:
+            if call.cache is not None:
+                raise ValueError(
+                    "doubly normalized attention under an attention layout does not decode with a cache: its "
+                    "column normalisers need every visible query's scores; run full passes"
+                )
+            weights = masked_doubly_normalized_rows(
+                q, k, self.mix(), self.sink_logit, self.alibi_slopes, call.masked_keys
+            )
+            return weights.to(v.dtype) @ v
         if call.cache is not None:
             return self._cached_attention(q, k, v, call)
         return prefix_doubly_normalized_attention(
             q, k, v, self.mix(), self.sink_logit, self.query_block, self.alibi_slopes, call.recomputed
         )
 
-    def maps(self, q, k, positions) -> AttentionMaps:
+    def maps(self, q, k, positions, masked_keys=None) -> AttentionMaps:
+        if masked_keys is not None:
+            weights = masked_doubly_normalized_rows(q, k, self.mix(), self.sink_logit, self.alibi_slopes, masked_keys)
+            logits = causal_logits(q[:, :, positions], k, positions, self.alibi_slopes, masked_keys)
+            return AttentionMaps(weights[:, :, positions], {"logits": logits}, positions)
         return doubly_normalized_maps(
             q, k, self.mix(), self.sink_logit, self.query_block, self.alibi_slopes, positions=positions
         )
@@ -169,6 +188,23 @@ def doubly_normalized_maps(
     return AttentionMaps(
         torch.cat(weights, dim=2)[:, :, restore], {"logits": torch.cat(logits, dim=2)[:, :, restore]}, positions
     )
+
+
+def masked_doubly_normalized_rows(q, k, mix, sink_logit, slopes, masked_keys: torch.Tensor) -> torch.Tensor:
+    """Every row (B, H, T, T) of doubly normalized attention under an attention layout, explicitly:
+    C_ij = log(Σ exp(S_i'j) over the queries i' ≤ i that see j and that row i sees, itself included
+    (+ exp(b) with a sink)); A_ij = softmax over the keys row i sees of S_ij − m·C_ij (docs/formulas.md §23)."""
+    length = q.shape[-2]
+    positions = torch.arange(length, device=q.device)
+    scores = causal_logits(q, k, positions, slopes, masked_keys)  # (B, H, i', j), −inf where i' does not see j
+    sees = ~hidden_keys(positions, length, masked_keys)  # (i, i'): row i sees query i' (and itself)
+    counted = scores[:, :, None, :, :].masked_fill(~sees[:, :, None], float("-inf"))  # (B, H, i, i', j)
+    column = counted.logsumexp(dim=-2)  # (B, H, i, j)
+    if sink_logit is not None:
+        column = torch.logaddexp(column, sink_logit.float().view(1, -1, 1, 1))
+    visible = sees  # row i's keys are the positions it sees
+    logits = (scores - mix * column.masked_fill(~visible, 0.0)).masked_fill(~visible, float("-inf"))
+    return logits.softmax(dim=-1)
 
 
 def _initial_carry(q: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
