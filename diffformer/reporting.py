@@ -17,6 +17,8 @@ SHORT_NAMES = {
     "a2_needle_mass": "A2 needle",
     "source_argmax": "argmax src",
     "source_argmax_near": "argmax ±1",
+    "source_coverage": "src cover",
+    "source_dropped": "src dropped",
     "entropy": "entropy",
     "head_diversity": "diversity",
     "lambda_value": "λ",

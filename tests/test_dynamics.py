@@ -73,7 +73,8 @@ def test_dynamics_holds_each_kinds_measurements_at_step_0_every_n_steps_and_the_
     common = {"needle_mass", "noise", "entropy", "head_diversity"}
     for record in records:
         assert set(record["layers"]) == {"0", "1"}
-        assert set(record["average"]) == common | {"source_argmax", "source_argmax_near"} | kind_specific
+        sources = {"source_argmax", "source_argmax_near", "source_coverage", "source_dropped"}
+        assert set(record["average"]) == common | sources | kind_specific
         assert set(record["model"]) == {"token_accuracy", "exact_match"}
         assert 0.0 <= record["average"]["entropy"] <= 1.0 and 0.0 <= record["average"]["needle_mass"] <= 1.5
     assert records[0] != records[-1], "training moved the attention it measures"

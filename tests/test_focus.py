@@ -130,8 +130,13 @@ def test_focus_from_other_attention_kinds_follows_their_formula(kind, attention)
         q1, k1, q2, k2 = scorer.lambda_vectors
         lam = torch.exp(q1 @ k1) - torch.exp(q2 @ k2) + scorer.lambda_init
         expected = scores[:, 0].softmax(-1) - lam * scores[:, 1].softmax(-1)
+        outputs = FocusOutputs(weights, features, None, scores)
         positive = expected.clamp_min(0)
-        torch.testing.assert_close(model.focus_distribution(weights), positive / positive.sum(-1, keepdim=True))
+        torch.testing.assert_close(model.focus_distribution(outputs), positive / positive.sum(-1, keepdim=True))
+        absolute = expected.abs() / expected.abs().sum(-1, keepdim=True)
+        torch.testing.assert_close(model.focus_distribution(outputs, "absolute"), absolute)
+        softmax = (scores[:, 0] - lam * scores[:, 1]).softmax(-1)
+        torch.testing.assert_close(model.focus_distribution(outputs, "softmax"), softmax)
     else:
         columns = torch.sigmoid(scores[:, 0] - scorer.sink)
         expected = 0.5 * columns / columns.sum(-1, keepdim=True) + 0.5 * scores[:, 0].softmax(-1)
@@ -224,3 +229,28 @@ def test_focus_runs_evaluate_compare_and_refuse_probes_in_one_line(tmp_path):
     bad.write_text(yaml.safe_dump(recipe))
     code, _, err = _run(tmp_path, str(bad))
     assert code != 0 and "focus task scores segments" in err and "Traceback" not in err
+
+
+def test_the_three_signed_maps_of_a_hand_built_differential_focus():
+    """w = A1 − λ·A2 with A1 = (0.7, 0.2, 0.1), A2 = (0.1, 0.6, 0.3), λ = 0.5: w = (0.65, −0.1, −0.05).
+    positive part: (1, 0, 0) — no gradient reaches segments 2 and 3; |w|: (0.65, 0.1, 0.05)/0.8;
+    softmax of log A1 − λ·log A2 (= s₁ − λ·s₂ up to constants)."""
+    model = _model("differential")
+    scorer = model.scorer
+    with torch.no_grad():
+        scorer.lambda_vectors.zero_()  # λ = exp(0) − exp(0) + λ_init
+    scorer.lambda_init = 0.5
+    a1, a2 = torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([[0.1, 0.6, 0.3]])
+    scores = torch.stack([a1.log(), a2.log()], dim=1).requires_grad_()  # softmax(log A) = A
+    weights = scores.softmax(-1)[:, 0] - 0.5 * scores.softmax(-1)[:, 1]
+    torch.testing.assert_close(weights, torch.tensor([[0.65, -0.1, -0.05]]))
+    outputs = FocusOutputs(weights, None, None, scores)
+    positive = model.focus_distribution(outputs, "positive_part")
+    torch.testing.assert_close(positive, torch.tensor([[1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(model.focus_distribution(outputs, "absolute"), torch.tensor([[0.65, 0.1, 0.05]]) / 0.8)
+    expected = (a1.log() - 0.5 * a2.log()).softmax(-1)
+    torch.testing.assert_close(model.focus_distribution(outputs, "softmax"), expected)
+    (gradient,) = torch.autograd.grad(positive[0, 0], scores)
+    assert torch.allclose(gradient, torch.zeros_like(gradient), atol=1e-7), "renormalised positive part of one segment"
+    (gradient,) = torch.autograd.grad(model.focus_distribution(outputs, "softmax")[0, 1], scores)
+    assert (gradient[0, 0].abs() > 1e-3).all() and (gradient[0, 1].abs() > 1e-3).all()

@@ -313,6 +313,8 @@ FINAL_DYNAMICS = {
     "a1_a2_cosine": "A1/A2 cosine",
     "a1_a2_js": "A1/A2 JS",
     "key_coverage_min": "key coverage min",
+    "source_coverage": "source coverage (all rows, best head)",
+    "source_dropped": "sources dropped (coverage < 0.5)",
 }
 
 
@@ -327,6 +329,10 @@ def _dynamics_rows(columns, add: _RowBuilder) -> None:
     model_measurements = sorted({name for g in columns for r in g if r.dynamics for name in r.dynamics[-1].model})
     for name in model_measurements:
         add.measure("dynamics", f"final {name.replace('_', ' ')}", lambda r, n=name: _final_model(r, n))
+    for name in FALLS_FROM_PEAK:
+        if name in model_measurements:  # a collapse after learning: what an average over training hides
+            label = f"{name.replace('_', ' ')}: fall from its peak (peak − final)"
+            add.measure("dynamics", label, lambda r, n=name: _fall_from_peak(r, n))
     layers = sorted({layer for g in columns for r in g if r.dynamics for layer in r.dynamics[-1].layers})
     for name, label in FINAL_DYNAMICS.items():
         for layer in layers:
@@ -340,6 +346,15 @@ def _crossed(record: RunRecord, key: str) -> bool | None:
 
 def _final_model(record: RunRecord, name: str) -> float | None:
     return record.dynamics[-1].model.get(name) if record.dynamics else None
+
+
+# Model measurements whose fall after a peak is a finding in itself (the focus lab's collapsing focus).
+FALLS_FROM_PEAK = ("foreground_mass", "token_accuracy")
+
+
+def _fall_from_peak(record: RunRecord, name: str) -> float | None:
+    readings = [r.model[name] for r in record.dynamics if name in r.model]
+    return max(readings) - readings[-1] if readings else None
 
 
 def _final(record: RunRecord, layer: int, name: str) -> float | None:

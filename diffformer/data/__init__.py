@@ -10,12 +10,17 @@ from pydantic import Field, TypeAdapter
 from diffformer.data.batch import IGNORE, Batch
 from diffformer.data.copying import CopyTask
 from diffformer.data.focus import FocusTask
+from diffformer.data.lookups import TwoLookupsTask
+from diffformer.data.marked import MarkedValuesTask
 from diffformer.data.mqar import MqarTask
 from diffformer.data.needle import NeedleTask
 from diffformer.data.synthetic import SyntheticTask
 from diffformer.data.text import TextData, TextTask
 
-DataConfig = Annotated[MqarTask | NeedleTask | CopyTask | FocusTask | TextTask, Field(discriminator="task")]
+DataConfig = Annotated[
+    MqarTask | NeedleTask | CopyTask | MarkedValuesTask | TwoLookupsTask | FocusTask | TextTask,
+    Field(discriminator="task"),
+]
 
 
 class TaskData(Protocol):

@@ -1,6 +1,6 @@
 """Sequence copying (Snell et al. 2021), the learning-dynamics task."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -27,6 +27,7 @@ class CopyTask(SyntheticTask):
     """
 
     task: Literal["copy"]
+    length_fields: ClassVar[str] = "data.length"
     distribution: Literal["easy", "hard"] = "easy"
     length: int = Field(40, gt=0, le=MAX_TOKENS, description="Tokens to copy.")
     vocab: int = Field(60, gt=0, le=MAX_TOKENS, description="easy: tokens to draw from (hard uses `length` tokens).")

@@ -25,6 +25,8 @@ class SyntheticTask(Section):
 
     # Batches mark each answer's source (Batch.evidence): what KTIW and the source measurements need.
     marks_sources: ClassVar[bool] = True
+    # The recipe fields that set the sequence length (named when it exceeds model.max_seq_len).
+    length_fields: ClassVar[str] = "data.seq_len"
 
     @property
     def max_length(self) -> int:

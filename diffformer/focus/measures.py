@@ -22,10 +22,11 @@ OWN_READOUT = {"soft": "accuracy_soft", "hard": "accuracy_hard", "lvml": "accura
 INCENTIVE_STEP = 0.01
 
 
-def readouts(model, outputs, batch, alpha: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-example measurements (B,) as floats; `alpha` replaces the focus model's weights (fixed focus)."""
+def readouts(model, outputs, batch, alpha=None, signed_map: str = "positive_part") -> dict[str, torch.Tensor]:
+    """Per-example measurements (B,) as floats; `alpha` replaces the focus model's weights (fixed focus);
+    a signed map is read as the distribution `signed_map` makes of it (the one the objective trains)."""
     weights = outputs.weights if alpha is None else alpha
-    distribution = model.focus_distribution(weights) if alpha is None else alpha
+    distribution = model.focus_distribution(outputs, signed_map) if alpha is None else alpha
     labels, foreground = batch.targets[:, 0], batch.foreground
     focused = distribution.argmax(-1)
     focus_true = focused == foreground
@@ -61,7 +62,8 @@ class FocusObjective:
 
     def loss(self, model, outputs, batch, step: int) -> torch.Tensor:
         objective = self.settings.objective_at(step)
-        return focus_loss(objective, model, outputs, batch.targets[:, 0], self.alpha(model, batch))
+        alpha, signed_map = self.alpha(model, batch), self.settings.signed_map
+        return focus_loss(objective, model, outputs, batch.targets[:, 0], alpha, signed_map)
 
     @torch.no_grad()
     def evaluate(
@@ -77,8 +79,10 @@ class FocusObjective:
                 with autocast_for(device, precision):
                     outputs = model(batch.inputs)
                     alpha = self.alpha(model, batch)
-                    measured = readouts(model, outputs, batch, alpha)
-                    measured["loss"] = example_losses(objective, model, outputs, batch.targets[:, 0], alpha)
+                    signed_map = self.settings.signed_map
+                    measured = readouts(model, outputs, batch, alpha, signed_map)
+                    labels = batch.targets[:, 0]
+                    measured["loss"] = example_losses(objective, model, outputs, labels, alpha, signed_map)
                 for name, values in measured.items():
                     collected.setdefault(name, []).append(values.cpu())
                 if on_batch is not None:
@@ -111,7 +115,8 @@ class FocusTracker:
         with evaluation_mode(model), autocast_for(self.device, self.precision):
             outputs = model(batch.inputs)
             alpha = self.objective.alpha(model, batch)
-            measured = {name: float(v.mean()) for name, v in readouts(model, outputs, batch, alpha).items()}
+            readings = readouts(model, outputs, batch, alpha, settings.signed_map)
+            measured = {name: float(v.mean()) for name, v in readings.items()}
             measured["loss"] = float(self.objective.loss(model, outputs, batch, step))
             if settings.fixed_foreground is not None:
                 measured.update(self._incentive(outputs, settings.objective, settings.fixed_foreground))

@@ -7,7 +7,8 @@ the classifier g and p_j = softmax(g(φ_j)), for an example with label y:
     lvml   = −log Σ_j α_j p_j(y)
     hybrid = soft while the optimizer step is at most `switch_step`, hard from the step after it.
 Soft uses the focus map as the model applies it (signed for differential); hard and LVML, which need a
-distribution, use `focus_distribution` of it. Each loss is the mean over the batch.
+distribution, use `focus_distribution` of it (for a signed map, as `signed_map` says). Each loss is the
+mean over the batch.
 Fixed focus (`fixed_foreground: a`): α is a on the foreground and (1 − a)/(m − 1) on every other
 segment, whatever the focus model says; only g (and the segment encoder) learn.
 """
@@ -22,6 +23,7 @@ from diffformer.model.focus import FocusOutputs
 from diffformer.sections import Section
 
 Objective = Literal["soft", "hard", "lvml", "hybrid"]
+SignedMap = Literal["positive_part", "absolute", "softmax"]
 
 
 class FocusSettings(Section):
@@ -30,6 +32,11 @@ class FocusSettings(Section):
     objective: Objective = Field("soft", description="soft, hard, lvml, or hybrid (soft, then hard).")
     switch_step: int | None = Field(
         None, ge=0, description="hybrid: the last step trained with the soft loss; hard from the next step on."
+    )
+    signed_map: SignedMap = Field(
+        "positive_part",
+        description="How a signed focus map (differential) becomes the distribution hard and LVML read: "
+        "positive_part (max(w,0) renormalised), absolute (|w|/Σ|w|) or softmax (of s₁ − λ·s₂).",
     )
     fixed_foreground: float | None = Field(
         None,
@@ -64,18 +71,22 @@ def fixed_focus(foreground: torch.Tensor, segments: int, weight: float) -> torch
     return rest.scatter(1, foreground[:, None], weight)
 
 
-def focus_loss(objective: str, model, outputs: FocusOutputs, labels: torch.Tensor, alpha=None) -> torch.Tensor:
+def focus_loss(
+    objective: str, model, outputs: FocusOutputs, labels: torch.Tensor, alpha=None, signed_map="positive_part"
+) -> torch.Tensor:
     """The objective's mean loss over the batch; `alpha` replaces the focus model's weights (fixed focus)."""
-    return example_losses(objective, model, outputs, labels, alpha).mean()
+    return example_losses(objective, model, outputs, labels, alpha, signed_map).mean()
 
 
-def example_losses(objective: str, model, outputs: FocusOutputs, labels: torch.Tensor, alpha=None) -> torch.Tensor:
+def example_losses(
+    objective: str, model, outputs: FocusOutputs, labels: torch.Tensor, alpha=None, signed_map="positive_part"
+) -> torch.Tensor:
     """The objective's loss of every example, (B,)."""
     weights = outputs.weights if alpha is None else alpha
     if objective == "soft":
         logits = model.classify((weights[..., None] * outputs.features).sum(1)).float()
         return F.cross_entropy(logits, labels, reduction="none")
-    distribution = model.focus_distribution(weights) if alpha is None else alpha
+    distribution = model.focus_distribution(outputs, signed_map) if alpha is None else alpha
     log_p = outputs.segment_logits.float().log_softmax(-1)
     log_p_label = log_p.gather(-1, labels[:, None, None].expand(-1, log_p.shape[1], 1)).squeeze(-1)  # (B, m)
     if objective == "hard":

@@ -7,8 +7,8 @@ g: RMSNorm -> linear -> class logits, applied to each φ_j (the hard read-out) o
 The focus weights come from the scorer that `model.attention.kind`'s registry entry names (each defined
 beside its kind: vanilla softmax(s); differential softmax(s₁) − λ·softmax(s₂); doubly normalized σ(s_j − b)
 row-normalised, mixed with softmax). Objectives that need a distribution (hard, LVML) and the focus
-measurements use `focus_distribution(w)`: w itself, or for the signed differential map its positive part
-renormalised.
+measurements use `focus_distribution`: w itself, or for the signed differential map the recipe's
+`focus.signed_map` choice (positive part renormalised, |w| normalised, or softmax of s₁ − λ·s₂).
 """
 
 from typing import NamedTuple
@@ -26,6 +26,7 @@ class FocusOutputs(NamedTuple):
     weights: torch.Tensor  # (B, m) the focus map (signed for differential)
     features: torch.Tensor  # (B, m, d) φ_j
     segment_logits: torch.Tensor  # (B, m, classes) g(φ_j)
+    scores: torch.Tensor | None = None  # (B, queries, m) the scorer's raw scores (what a signed map's softmax reads)
 
 
 class FocusModel(nn.Module):
@@ -55,14 +56,15 @@ class FocusModel(nn.Module):
     def forward(self, tokens: torch.Tensor) -> FocusOutputs:
         segments = self.embed(tokens).view(tokens.shape[0], self.segments, self.segment_length, -1).mean(2)
         features = segments + self.encoder(self.encoder_norm(segments))
-        return FocusOutputs(self.scorer(features), features, self.classify(features))
+        return FocusOutputs(self.scorer(features), features, self.classify(features), self.scorer.scores(features))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """g: class logits of segment features (..., d) -> (..., classes)."""
         return self.classifier(self.classifier_norm(features))
 
-    def focus_distribution(self, weights: torch.Tensor) -> torch.Tensor:
-        return self.scorer.distribution(weights)
+    def focus_distribution(self, outputs: FocusOutputs, signed_map: str = "positive_part") -> torch.Tensor:
+        """α (B, m): the focus map of `outputs` as a distribution (FocusScorer.distribution)."""
+        return self.scorer.distribution(outputs.weights, outputs.scores, signed_map)
 
     def attention_penalty(self) -> None:
         return None

@@ -24,6 +24,8 @@ class FocusScorer(nn.Module):
         keys = self.key(features).view(*features.shape[:2], self.query.shape[0], -1).transpose(1, 2)
         return (keys * self.query[None, :, None, :]).sum(-1) / math.sqrt(keys.shape[-1])
 
-    def distribution(self, weights: torch.Tensor) -> torch.Tensor:
-        """The focus map as the distribution α that hard and LVML objectives read: w itself by default."""
+    def distribution(self, weights: torch.Tensor, scores: torch.Tensor, signed_map: str) -> torch.Tensor:
+        """The focus map as the distribution α that hard and LVML objectives read: w itself by default.
+        scores: this forward's `scores` (B, queries, m); signed_map: the `focus.signed_map` choice, which
+        only a kind with signed maps reads."""
         return weights

@@ -62,6 +62,24 @@ def span_mass(rows: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
     return (rows * inside).sum(-1)
 
 
+# A source counts as dropped when, in its best head, all the scored rows together give it less than half of
+# what one row gives a source it attends to alone (docs/formulas.md §24).
+DROPPED_BELOW = 0.5
+
+
+def source_coverage(shares: torch.Tensor, spans: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
+    """Explaining away at the sources a task marks (docs/formulas.md §24): for each scored row, the share of
+    attention its source receives from all the sequence's scored rows together, in the head that gives it most.
+
+    shares: (B, H, P, T) rows as shares of |w| at the P captured positions; spans: (B, P, 2) each row's source
+    [start, end); asked: (B, P) whether the row is scored -> (B, P), ≈ 1 when every source is read by its row.
+    """
+    received = (shares * asked[:, None, :, None]).sum(2)  # (B, H, T): what each key gets from the scored rows
+    keys = torch.arange(shares.shape[-1], device=shares.device)
+    inside = ((keys >= spans[..., :1]) & (keys < spans[..., 1:])).to(received.dtype)  # (B, P, T)
+    return torch.einsum("bht,bpt->bhp", received, inside).amax(1)
+
+
 def negative_share(rows: torch.Tensor) -> torch.Tensor:
     """Share of a row's total |weight| that is negative (0 for any softmax map)."""
     return rows.clamp_max(0).abs().sum(-1) / rows.abs().sum(-1).clamp_min(1e-30)

@@ -64,6 +64,8 @@ class LayerAttention:
     a2_needle_mass: float | None = None  # … and A2's (what A1 − λ·A2 subtracts)
     source_argmax: float | None = None  # share of rows whose largest weight is on the source (copy: diagonal)
     source_argmax_near: float | None = None  # ... on the source or a key next to it (±1)
+    source_coverage: float | None = None  # attention a row's source gets from all scored rows, best head (§24)
+    source_dropped: float | None = None  # share of sources whose coverage is below 0.5 (explained away)
     entropy: float | None = None
     head_diversity: float | None = None
     lambda_value: float | None = None  # differential kinds only, from here down

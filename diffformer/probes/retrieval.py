@@ -184,6 +184,9 @@ class AnswerAttention:
                 start, end = spans[..., 0], spans[..., 1]
                 record("source_argmax", ((peak >= start) & (peak < end)).float())
                 record("source_argmax_near", ((peak >= start - 1) & (peak < end + 1)).float())
+                coverage = stats.source_coverage(shares, spans[:, 0], asked)
+                record("source_coverage", coverage, per_head=False)
+                record("source_dropped", (coverage < stats.DROPPED_BELOW).float(), per_head=False)
             if self.rows != Rows.DISTRIBUTION:
                 record("row_sum", weights.sum(-1))
             record("entropy", stats.normalized_entropy(weights, positions))

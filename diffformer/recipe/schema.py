@@ -56,7 +56,7 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
         if self.data.max_length > self.model.max_seq_len:
-            field = "data.length" if self.data.task == "copy" else "data.seq_len"
+            field = getattr(self.data, "length_fields", "data.seq_len")
             raise ValueError(
                 f"{field} gives sequences of {self.data.max_length} tokens, "
                 f"above model.max_seq_len ({self.model.max_seq_len})"

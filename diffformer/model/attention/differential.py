@@ -217,13 +217,21 @@ class DifferentialScorer(FocusScorer):
         self.lambda_init = config.attention.lambda_init.value_at(0)
         self.lambda_vectors = nn.Parameter(torch.randn(4, half) * 0.1)  # λ_q1, λ_k1, λ_q2, λ_k2
 
+    def lambda_value(self) -> torch.Tensor:
+        q1, k1, q2, k2 = self.lambda_vectors
+        return torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         first, second = self.scores(features).softmax(-1).unbind(1)
-        q1, k1, q2, k2 = self.lambda_vectors
-        lam = torch.exp(torch.dot(q1, k1)) - torch.exp(torch.dot(q2, k2)) + self.lambda_init
-        return first - lam * second
+        return first - self.lambda_value() * second
 
-    def distribution(self, weights: torch.Tensor) -> torch.Tensor:
-        """The signed map's positive part, renormalised."""
-        positive = weights.clamp_min(0)
-        return positive / positive.sum(-1, keepdim=True).clamp_min(1e-12)
+    def distribution(self, weights: torch.Tensor, scores: torch.Tensor, signed_map: str) -> torch.Tensor:
+        """The signed map w = A1 − λ·A2 as a distribution, by `focus.signed_map` (docs/formulas.md §14):
+        positive_part  max(w, 0) / Σ max(w, 0)   (no gradient through segments where w < 0)
+        absolute       |w| / Σ|w|                 (a subtracted segment counts as attended)
+        softmax        softmax(s₁ − λ·s₂) = softmax(log A1 − λ·log A2)   (gradient through every segment)"""
+        if signed_map == "softmax":
+            first, second = scores.unbind(1)
+            return (first - self.lambda_value() * second).softmax(-1)
+        mass = weights.clamp_min(0) if signed_map == "positive_part" else weights.abs()
+        return mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
