@@ -21,7 +21,7 @@ from diffformer.errors import CheckpointError, RecipeError
 from diffformer.experiments import Experiment, experiment_for
 from diffformer.model.config import ModelConfig
 from diffformer.recipe.schema import Recipe
-from diffformer.run_folder import MODEL_FILE, STATE_FILE, TOKENIZER_FILE, RunFolder, RunSummary, locate
+from diffformer.run_folder import MODEL_FILE, STATE_FILE, TOKENIZER_FILE, RunFolder, RunSummary, locate, unfinished_note
 
 FORMAT = "diffformer"
 FORMAT_VERSION = 1
@@ -85,6 +85,15 @@ class LoadedModel:
         return self.folder.read_summary() if self.is_latest else None
 
     @property
+    def unfinished(self) -> str | None:
+        """ "unfinished: step N of M" when these weights are from before the recipe's last step, else None."""
+        if self.recipe is None:
+            return None
+        summary = self.folder.read_summary()
+        stopped = summary.stopped_early_at if summary is not None and self.is_latest else None
+        return unfinished_note(self.step, self.recipe.train.steps, stopped)
+
+    @property
     def is_latest(self) -> bool:
         """These are the run's latest weights (RUN/model.safetensors), not an older checkpoint."""
         return self.path == self.folder.model_file
@@ -102,6 +111,12 @@ class LoadedModel:
         if config.position == "learned" and length > config.max_seq_len:
             raise RecipeError(
                 f"length {length} is beyond this model's learned positions (max_seq_len {config.max_seq_len})"
+            )
+        layout = getattr(self.model, "masked_keys", None)
+        if layout is not None and length > layout.shape[0]:
+            raise RecipeError(
+                f"length {length} is beyond the {layout.shape[0]} positions of this run's attention layout "
+                "(the task masks keys per position, docs/formulas.md §23)"
             )
 
 

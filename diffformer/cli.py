@@ -80,7 +80,7 @@ def train(
 ) -> None:
     """Train a model from a recipe into a run folder (runs/<name> by default).
 
-    A recipe with `variants:` trains every combination into runs/<name>/<key=value,...>,
+    A recipe with `variants:` trains every combination into runs/<name>/<key=value+...>,
     skipping finished variants and resuming interrupted ones, then prints the comparison.
 
     Shows a progress bar, writes metrics.jsonl and safetensors checkpoints, and ends
@@ -201,6 +201,9 @@ def probe(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for probe.json and PNGs (default RUN/probes).")
     ] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Probe on other data settings: --set data.num_pairs=4 ...")
+    ] = [],
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -220,6 +223,7 @@ def probe(
             held_out_sequences=held_out_sequences,
             seed=prompt_seed,
             device=device,
+            data_overrides=list(set_),
         )
         settings.check()
         with stderr.status("Probing…"):

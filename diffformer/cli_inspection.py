@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from diffformer.console import DeviceOption, print_json, stdout, user_errors
@@ -32,7 +33,10 @@ def sample(
     ] = 0,
     samples: Annotated[int, typer.Option("--samples", "-s", min=1, help="How many continuations.")] = 1,
     example: Annotated[
-        list[int], typer.Option("--example", help="Synthetic tasks: held-out example N side by side (repeatable).")
+        int | None, typer.Option("--example", min=0, help="Synthetic tasks: held-out example N of the run's data.")
+    ] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Other data settings for held-out examples: --set data.seq_len=48 ...")
     ] = [],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step (slower; for checking).")] = False,
     device: DeviceOption = "auto",
@@ -50,11 +54,12 @@ def sample(
             prompt = sys.stdin.read() if str(prompt_file) == "-" else prompt_file.read_text(encoding="utf-8")
         loaded, tokenizer = load_for_sampling(run, device)
         if tokenizer is None and prompt is None:
-            rows = synthetic_examples(loaded, example or [0])
+            chosen = [0 if example is None else example]
+            rows = synthetic_examples(loaded, chosen, overrides=set_)
             if as_json:
                 print_json({"examples": rows})
             else:
-                _render_examples(rows, example or [0])
+                _render_examples(rows, chosen)
             return
         settings = SamplingSettings(temperature, top_k, top_p, seed, use_cache=not no_cache)
 
@@ -63,7 +68,7 @@ def sample(
                 if text and index != stream.last:
                     if samples > 1:
                         stdout.print(f"{chr(10) if index else ''}[dim]── sample {index + 1} ──[/dim]")
-                    sys.stdout.write(prompt or "")
+                    _write_prompt(prompt or "", ids_prompt=tokenizer is None)
                     stream.last = index
                 sys.stdout.write(text)
                 sys.stdout.flush()
@@ -74,6 +79,20 @@ def sample(
         print_json({"samples": results})
     else:
         sys.stdout.write("\n")
+
+
+# Between a prompt of token ids and its continuation: "3 17 5" then "56 51" must not read as "3 17 556 51".
+IDS_SEPARATOR = " | "
+
+
+def _write_prompt(prompt: str, ids_prompt: bool) -> None:
+    """The prompt before its continuation: dimmed on a terminal, and for token ids followed by IDS_SEPARATOR."""
+    shown = prompt + (IDS_SEPARATOR if ids_prompt else "")
+    if stdout.is_terminal:
+        stdout.print(f"[dim]{escape(shown)}[/dim]", end="", highlight=False, soft_wrap=True)
+        stdout.file.flush()
+    else:
+        sys.stdout.write(shown)
 
 
 def _render_examples(examples, indices: list[int]) -> None:
@@ -103,6 +122,10 @@ def attention(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for the pictures (default RUN/attention).")
     ] = None,
+    image_format: Annotated[str, typer.Option("--format", help="png, or svg / pdf for papers.")] = "png",
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Other data settings for held-out examples: --set data.seq_len=48 ...")
+    ] = [],
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the written files as JSON.")] = False,
 ) -> None:
@@ -111,7 +134,7 @@ def attention(
     from diffformer.probes.head_maps import attention_pictures
 
     with user_errors(as_json):
-        files = attention_pictures(run, prompt, example, output, device)
+        files = attention_pictures(run, prompt, example, output, device, image_format, set_)
     if as_json:
         print_json({"files": [str(f) for f in files]})
     else:
@@ -121,6 +144,9 @@ def attention(
 def export(
     run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint of a language model.")],
     output: Annotated[Path, typer.Argument(help="A new folder for the Hugging Face files.")],
+    license_: Annotated[
+        str, typer.Option("--license", help="The model card's license, a hub identifier (mit, apache-2.0, …).")
+    ] = "other",
     as_json: Annotated[bool, typer.Option("--json", help="Print the layout and written files as JSON.")] = False,
 ) -> None:
     """Write a run as a folder transformers' AutoModelForCausalLM loads (config.json, model.safetensors,
@@ -129,7 +155,7 @@ def export(
     from diffformer.hf.export import export_run
 
     with user_errors(as_json):
-        files, layout = export_run(run, output)
+        files, layout = export_run(run, output, license_)
     if as_json:
         print_json({"layout": layout, "files": [str(f) for f in files]})
     else:

@@ -1,5 +1,6 @@
 """The command line's consoles, and how every error reaches the user as one line with an exit code."""
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,34 @@ from diffformer.errors import DiffformerError
 
 # Every command that computes takes the same --device, with one meaning (diffformer/devices.py resolves it).
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU when there is one).")]
+
+
+# Help texts name what an option takes in words a researcher reads — N, X, TEXT, PATH, "…" for repeatable —
+# instead of typer's type names (<int>, <list[str]>), and flags show none (typer writes <bool>). typer has no
+# setting for this, so its type label is translated where it is made; a typer without that hook keeps its own.
+_TYPE_WORDS = {"int": "N", "int range": "N", "float": "X", "float range": "X", "str": "TEXT", "text": "TEXT"}
+_PATH_TYPES = {"path", "file", "directory", "Path"}
+
+
+def _type_in_words(label: str) -> str | None:
+    """typer's "<int>", "<list[Path]>", "<bool>", "<a|b>" -> "N", "PATH …", None, "a|b"."""
+    inner = label[1:-1] if label.startswith("<") and label.endswith(">") else label
+    repeated = inner.startswith("list[") and inner.endswith("]")
+    inner = inner[5:-1] if repeated else inner
+    if inner == "bool":
+        return None
+    word = "PATH" if inner in _PATH_TYPES else _TYPE_WORDS.get(inner, inner)
+    return f"{word} …" if repeated else word
+
+
+_typer_parameter = getattr(typer.core, "_TyperParameter", None)
+if _typer_parameter is not None and hasattr(_typer_parameter, "display_type"):
+    _typer_display_type = _typer_parameter.display_type
+
+    def _display_type(self, ctx):
+        return _type_in_words(_typer_display_type(self, ctx))
+
+    _typer_parameter.display_type = _display_type
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -38,8 +67,18 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-stdout = Console()
-stderr = Console(stderr=True)
+# Off a terminal (a pipe, a log file) rich would lay tables out at 80 columns and cut every cell to "…";
+# there they get the width of $COLUMNS, or one wide enough for any table the tool prints.
+PIPED_WIDTH = 240
+
+
+def _console(stream) -> Console:
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stream is sys.stderr, width=PIPED_WIDTH if piped else None)
+
+
+stdout = _console(sys.stdout)
+stderr = _console(sys.stderr)
 
 
 @contextmanager

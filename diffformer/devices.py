@@ -1,5 +1,6 @@
 """Which device to run on, the precision context a recipe asks for, and the device's peak FLOP/s (for MFU)."""
 
+import math
 import os
 import platform
 import time
@@ -93,16 +94,40 @@ class PeakFlops:
     source: str  # "datasheet: <name>" or "measured: <how>"
 
 
-def peak_flops(device: torch.device, precision: str) -> PeakFlops:
-    """The datasheet peak of a known GPU in bf16; otherwise (CPUs, fp32, unknown GPUs) the best
-    rate of large matrix products measured here, so MFU on a CPU reads against what its matrix
-    units (AVX-512, AMX) actually deliver."""
+# A machine's peak FLOP/s per process, in TFLOP/s, for MFU where no datasheet peak is known (CPUs, fp32 runs,
+# unlisted GPUs): a property of the machine, so an environment variable rather than a recipe key.
+PEAK_VARIABLE = "DIFFFORMER_PEAK_TFLOPS"
+
+
+def peak_flops(device: torch.device, precision: str) -> PeakFlops | None:
+    """The peak MFU is read against: the datasheet peak of a known GPU in bf16, else the one the user gives in
+    $DIFFFORMER_PEAK_TFLOPS, else None — MFU is then "n/a". A CPU's peak is not measured for MFU: a short
+    measurement at start-up reads a fraction of the real peak on a busy machine (MFU of 480% was shown)."""
     if device.type == "cuda" and precision == "bf16":
         name = torch.cuda.get_device_name(device)
         for model, peak in DATASHEET_BF16_PEAK.items():
             if model in name:
                 return PeakFlops(peak, f"datasheet: {model}")
-    return _measured_peak(device.type, device.index, precision)
+    given = os.environ.get(PEAK_VARIABLE)
+    if given:
+        try:
+            tflops = float(given)
+        except ValueError:
+            tflops = -1.0
+        if not tflops > 0 or not math.isfinite(tflops):
+            raise RecipeError(f"{PEAK_VARIABLE}={given!r}: expected a positive number of TFLOP/s")
+        return PeakFlops(tflops * 1e12, f"given: {PEAK_VARIABLE}={given}")
+    return None
+
+
+def mfu_text(mfu: float | None) -> str:
+    """MFU as shown: a share up to 100%, else "n/a" (no peak known, or the measured rate above the peak
+    given, which cannot be right)."""
+    if mfu is None or not math.isfinite(mfu):
+        return "MFU n/a"
+    if mfu > 1:
+        return f"MFU n/a (above the {PEAK_VARIABLE} peak)"
+    return f"MFU {mfu:.1%}"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -112,7 +137,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    bf16, fp32 = peak_flops(device, "bf16"), peak_flops(device, "fp32")
+    bf16, fp32 = _measured_peak(device.type, device.index, "bf16"), _measured_peak(device.type, device.index, "fp32")
     return "bf16" if bf16.flops_per_second >= 2 * fp32.flops_per_second else "fp32"
 
 

@@ -21,6 +21,7 @@ class EvalReport:
     split: str
     metrics: dict[str, float]
     quantized: list[QuantizedEval] = field(default_factory=list)
+    unfinished: str | None = None  # "unfinished: step N of M" when the weights predate the recipe's last step
 
 
 def evaluate_checkpoint(
@@ -64,6 +65,7 @@ def evaluate_checkpoint(
     )
     metrics = loaded.experiment.objective(recipe.focus).evaluate(loaded.model, *where, split=split, on_batch=on_batch)
     report = EvalReport(str(loaded.path), loaded.step, data_config.task, data_config.max_length, split, metrics)
+    report.unfinished = loaded.unfinished
     if quantize:
         report.quantized = evaluate_quantized(loaded.model, where, quantize, split, on_batch)
     return report

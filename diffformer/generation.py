@@ -4,7 +4,8 @@
 
 Greedy at temperature 0. With the cache (model/decoding.py) each new token costs one position of
 attention per layer; without it the whole sequence is run again for every token (the reference the
-tests compare the cache against). Models with the uniform-attention control always recompute.
+tests compare the cache against). Models that cannot decode with the cache (`decodes_with_cache`: the
+uniform-attention control, doubly normalized attention under an attention layout) always recompute.
 """
 
 from collections.abc import Callable
@@ -51,7 +52,7 @@ def generate(
     """Continue `prompt` (B, T) by `max_new_tokens`; `on_token` hears each new (B,) column as it comes."""
     model.eval()
     generator = torch.Generator(device=prompt.device).manual_seed(settings.seed)
-    cached = settings.use_cache and not model.config.uniform_attention
+    cached = settings.use_cache and model.decodes_with_cache()
     cache = DecodingCache() if cached else None
     tokens = prompt
     logits = model(prompt, cache=cache)[:, -1]

@@ -2,7 +2,7 @@
 
     train_from_path(path, overrides, only, resume, listeners, sweep_listener) -> TrainOutcome
 
-A variants recipe trains every combination into <output>/<key=value,...> (finished ones
+A variants recipe trains every combination into <output>/<key=value+...> (finished ones
 come back as they are, interrupted ones resume) and ends with their comparison.
 """
 

@@ -3,6 +3,7 @@
 from rich.console import Console
 from rich.table import Table
 
+from diffformer.devices import mfu_text
 from diffformer.metrics import uncertainty_text
 from diffformer.probes.ablation import AblationReport
 from diffformer.probes.results import AttentionSummary, LayerAttention, LayerOutliers, ProbeReport, RetrievalGrid
@@ -181,7 +182,7 @@ def render_train_result(result: TrainResult, console: Console) -> None:
         rows.insert(1, ("resumed from step", str(result.resumed_from)))
     if result.throughput:
         speed = result.throughput
-        rows.append(("throughput", f"{speed['tokens_per_sec']:,.0f} tok/s, MFU {speed['mfu']:.1%}"))
+        rows.append(("throughput", f"{speed['tokens_per_sec']:,.0f} tok/s, {mfu_text(speed.get('mfu'))}"))
     for name, value in result.eval.items():
         if name.endswith(("_se", "_low", "_high")):
             continue
@@ -257,6 +258,10 @@ def render_eval_report(report, console: Console) -> None:
         interval = f"95%: {metrics['perplexity_low']:.2f}–{metrics['perplexity_high']:.2f}"
         table.add_row("perplexity", f"{metrics['perplexity']:.2f}", interval, tokens)
     console.print(table)
+    if report.unfinished:
+        console.print(
+            f"[yellow]⚠ {report.unfinished}: these numbers rest on weights from before training ended[/yellow]"
+        )
     if report.quantized:
         _render_quantized(report.quantized, console)
 

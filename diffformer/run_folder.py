@@ -256,6 +256,14 @@ class RunFolder:
         atomic_write(self.summary_file, json.dumps(asdict(summary), indent=2) + "\n")
 
 
+def unfinished_note(step: int, planned: int | None, stopped_early_at: int | None = None) -> str | None:
+    """ "unfinished: step N of M" when weights come from before the recipe's last step (a run that met
+    train.early_stop is finished), else None: what eval, probe, compare and the model card say they rest on."""
+    if planned is None or step >= planned or stopped_early_at is not None:
+        return None
+    return f"unfinished: step {step:,} of {planned:,}"
+
+
 class RunFolderBusy(DiffformerError):
     """Another process is training into this run folder."""
 

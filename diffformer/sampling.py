@@ -67,22 +67,31 @@ def sample_text(
         new: list[int] = []
         shown = [""]
 
-        def heard(column: torch.Tensor, new=new, shown=shown, index=index) -> None:
-            new.append(int(column[0]))
-            text = _decode(tokenizer, new)
-            if on_text is not None and text.startswith(shown[0]):
+        def tell(text: str, shown=shown, index=index) -> None:
+            if on_text is not None and text.startswith(shown[0]) and len(text) > len(shown[0]):
                 on_text(index, text[len(shown[0]) :])
                 shown[0] = text
 
+        def heard(column: torch.Tensor, new=new) -> None:
+            new.append(int(column[0]))
+            # A byte-level token may end inside a character: hold its replacement mark back until the
+            # next tokens complete it, so the stream never shows "\ufffd" for a character still coming.
+            tell(_decode(tokenizer, new).rstrip(UNFINISHED_CHARACTER))
+
         seeded = SamplingSettings(**{**settings.__dict__, "seed": settings.seed + index})
         generate(loaded.model, torch.tensor([ids], device=device), max_new_tokens, seeded, heard)
-        results.append(Sample(prompt, _decode(tokenizer, new), new))
+        text = _decode(tokenizer, new)
+        tell(text)  # whatever is still held back is what the tokens really decode to
+        results.append(Sample(prompt, text, new))
     return results
 
 
-def synthetic_examples(loaded: LoadedModel, indices: list[int], seed: int | None = None) -> list[list[ExampleRow]]:
-    """Held-out examples of a synthetic run, position by position: input, greedy prediction, target."""
-    data = prepare_data(loaded.data_config())
+def synthetic_examples(
+    loaded: LoadedModel, indices: list[int], seed: int | None = None, overrides=()
+) -> list[list[ExampleRow]]:
+    """Held-out examples of a synthetic run (its data, or with `--set data.*` overrides), position by
+    position: input, greedy prediction, target."""
+    data = prepare_data(loaded.data_config(overrides))
     device = next(loaded.model.parameters()).device
     seed = loaded.trained_recipe().seed if seed is None else seed
     examples = []
@@ -120,6 +129,9 @@ def _token_ids(prompt: str, vocab_size: int) -> list[int]:
     if not ids or any(not 0 <= i < vocab_size for i in ids):
         raise RecipeError(f"--prompt needs token ids between 0 and {vocab_size - 1}")
     return ids
+
+
+UNFINISHED_CHARACTER = "\ufffd"  # what decoding shows for the bytes of a character not yet complete
 
 
 def _decode(tokenizer, ids: list[int]) -> str:

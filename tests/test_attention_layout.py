@@ -150,3 +150,16 @@ def test_a_masked_copy_run_keeps_its_layout_when_loaded_and_refuses_export(tmp_p
     assert result.exit_code != 0 and "masks keys beyond causality" in result.output
     assert not (tmp_path / "hf").exists()
     assert LANGUAGE_MODEL.build_model(loaded.model.config, {}).masked_keys is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sampling_under_a_layout_gives_what_full_passes_give(kind):
+    """generate uses the cache where it reproduces full passes, and recomputes where a kind cannot cache."""
+    from diffformer.generation import SamplingSettings, generate
+
+    model = masked_copy_model({"kind": kind})
+    prompt = torch.randint(2, 37, (2, 6))
+    cached = generate(model, prompt, 5, SamplingSettings(temperature=0))
+    recomputed = generate(model, prompt, 5, SamplingSettings(temperature=0, use_cache=False))
+    assert torch.equal(cached, recomputed)
+    assert model.decodes_with_cache() == (kind != "doubly_normalized")

@@ -86,6 +86,15 @@ def test_tasks_without_marked_sources_are_tracked_without_source_mass(tmp_path):
     task = {"task": "text", "path": str(text), "tokenizer": {"kind": "byte"}, "seq_len": 32}
     records = _tiny(tmp_path, "vanilla", task)
     assert "needle_mass" not in records[-1]["average"] and "entropy" in records[-1]["average"]
+    # Text gets text views: no exact match (never 1 on a text window), no "learned", a loss curve with errors.
+    assert "exact_match" not in records[-1]["model"] and "token_accuracy" in records[-1]["model"]
+    from diffformer.comparison.records import load_runs
+    from diffformer.comparison.table import compare_records
+
+    comparison = compare_records(load_runs([tmp_path / "vanilla"]))
+    names = [row.name for row in comparison.rows]
+    assert not any(name.startswith(("learned", "token accuracy ≥")) for name in names)
+    assert not any("exact match" in name for name in names)
 
 
 def test_tracking_changes_nothing_trained_and_survives_sigkill_and_resume(tmp_path):

@@ -4,6 +4,7 @@ through the exported modelling file (trust_remote_code); lm-evaluation-harness s
 local task with diffformer's own log-likelihoods."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,16 +204,7 @@ def test_the_rotary_permutation_keeps_every_query_key_product():
     )
 
 
-LOCAL_TASK = {
-    "task": "diffformer_local",
-    "dataset_path": "json",
-    "test_split": "test",
-    "output_type": "loglikelihood",
-    "doc_to_text": "{{context}}",
-    "doc_to_target": "{{continuation}}",
-    "target_delimiter": "",
-    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-}
+LOCAL_TASK_DIR = Path(__file__).parent.parent / "docs" / "lm-eval"  # shipped, used by the README's command
 
 
 def test_lm_evaluation_harness_scores_an_export_with_diffformers_log_likelihoods(tmp_path):
@@ -227,17 +219,15 @@ def test_lm_evaluation_harness_scores_an_export_with_diffformers_log_likelihoods
     pytest.importorskip("lm_eval")
     run = _train(tmp_path, "differential")
     assert runner.invoke(app, ["export", str(run), str(tmp_path / "hf")]).exit_code == 0
-    documents = [("the keys and", " the values"), ("the values of", " attention"), ("attention", " and the keys")]
-    data = tmp_path / "task" / "data.jsonl"
-    data.parent.mkdir()
-    data.write_text("".join(json.dumps({"context": c, "continuation": x}) + "\n" for c, x in documents))
-    task = {**LOCAL_TASK, "dataset_kwargs": {"data_files": {"test": str(data)}}}
-    (tmp_path / "task" / "diffformer_local.yaml").write_text(yaml.safe_dump(task))
+    data = LOCAL_TASK_DIR / "diffformer_local.jsonl"
+    documents = [(d["context"], d["continuation"]) for d in map(json.loads, data.read_text().splitlines())]
     command = [shutil.which("lm_eval", path=os.path.dirname(sys.executable)) or "lm_eval", "--model", "hf"]
     command += ["--model_args", f"pretrained={tmp_path / 'hf'},trust_remote_code=True", "--tasks", "diffformer_local"]
-    command += ["--include_path", str(tmp_path / "task"), "--device", "cpu", "--batch_size", "1"]
+    command += ["--include_path", "docs/lm-eval", "--device", "cpu", "--batch_size", "1"]
     command += ["--output_path", str(tmp_path / "results"), "--log_samples"]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=os.environ.copy(), cwd=LOCAL_TASK_DIR.parent.parent
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     (samples,) = glob.glob(str(tmp_path / "results" / "**" / "samples_diffformer_local_*.jsonl"), recursive=True)
     lines = [json.loads(line) for line in open(samples)]

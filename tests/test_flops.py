@@ -45,6 +45,22 @@ def test_training_is_three_forward_passes():
     assert training_flops_per_token(model, LENGTH) == _counted(model, backward=True)
 
 
-def test_a_cpu_peak_is_measured_and_positive():
-    peak = peak_flops(torch.device("cpu"), "fp32")
-    assert peak.flops_per_second > 1e8 and peak.source.startswith("measured")
+def test_a_cpu_has_no_peak_unless_one_is_given_and_mfu_is_never_shown_above_100_percent(monkeypatch):
+    from diffformer.devices import _measured_peak, mfu_text
+    from diffformer.errors import RecipeError
+
+    monkeypatch.delenv("DIFFFORMER_PEAK_TFLOPS", raising=False)
+    assert peak_flops(torch.device("cpu"), "fp32") is None  # a start-up measurement depends on the load
+    monkeypatch.setenv("DIFFFORMER_PEAK_TFLOPS", "1.5")
+    given = peak_flops(torch.device("cpu"), "fp32")
+    assert given.flops_per_second == 1.5e12 and "given" in given.source
+    monkeypatch.setenv("DIFFFORMER_PEAK_TFLOPS", "fast")
+    with pytest.raises(RecipeError, match="DIFFFORMER_PEAK_TFLOPS='fast': expected a positive number"):
+        peak_flops(torch.device("cpu"), "fp32")
+    assert [mfu_text(m) for m in (0.123, None, 4.8, float("nan"))] == [
+        "MFU 12.3%",
+        "MFU n/a",
+        "MFU n/a (above the DIFFFORMER_PEAK_TFLOPS peak)",
+        "MFU n/a",
+    ]
+    assert _measured_peak("cpu", None, "fp32").flops_per_second > 1e8  # what precision: auto decides by

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from diffformer.data import IGNORE
-from diffformer.data.lookups import FIRST_KEY, TwoLookupsTask
+from diffformer.data.lookups import TwoLookupsTask
 from diffformer.data.marked import FIRST_VALUE, SEPARATOR, MarkedValuesTask
 from diffformer.errors import RecipeError
 from diffformer.probes import attention_stats as stats
@@ -37,22 +37,18 @@ def test_marked_values_refuse_what_cannot_be_laid_out():
         MarkedValuesTask(task="marked_values", context=3, marked=4, values=8)
 
 
-def test_two_lookups_answer_the_difference_of_the_two_asked_values():
-    task = TwoLookupsTask(task="two_lookups", pairs=4, queries=3, keys=6, values=5)
+def test_two_lookups_answer_the_difference_of_the_tokens_near_and_far_back():
+    task = TwoLookupsTask(task="two_lookups", seq_len=10, values=5, near=1, far=3)
     batch = task.batch(3, "train", 0, 32)
-    first_value = FIRST_KEY + 6
-    assert batch.inputs.shape == (32, 8 + 9) and batch.evidence is None
-    asymmetric = 0
-    for row, targets in zip(batch.inputs.numpy(), batch.targets.numpy()):
-        pairs = dict(zip(row[0:8:2].tolist(), (row[1:8:2] - first_value).tolist()))
-        assert len(pairs) == 4
-        for start in (8, 11, 14):
-            a, b, answer = row[start : start + 3]
-            assert a != b and a in pairs and b in pairs
-            assert targets[start + 1] == answer == first_value + (pairs[a] - pairs[b]) % 5
-            asymmetric += int((pairs[a] - pairs[b]) % 5 != (pairs[b] - pairs[a]) % 5)
-        assert (np.delete(targets, [9, 12, 15]) == IGNORE).all()
-    assert asymmetric > 0  # swapping the keys changes the answer: the task is not symmetric in them
+    assert batch.inputs.shape == (32, 10) and batch.evidence is None and task.task_vocab_size == 5
+    x, targets = batch.inputs.numpy(), batch.targets.numpy()
+    assert (targets[:, :3] == IGNORE).all()
+    for i in range(3, 10):
+        assert (targets[:, i] == (x[:, i - 1] - x[:, i - 3]) % 5).all()
+    swapped = (x[:, 0:7] - x[:, 2:9]) % 5  # far − near instead
+    assert (swapped != targets[:, 3:]).any(), "the answer is not symmetric in the two lookups"
+    with pytest.raises(ValueError, match="far"):
+        TwoLookupsTask(task="two_lookups", near=2, far=2)
 
 
 def test_source_coverage_of_hand_built_rows():
@@ -117,7 +113,7 @@ def test_identical_heads_on_two_lookups_stay_identical_through_training(tmp_path
     records = _train(
         tmp_path,
         "name: h\nseed: 1\nmodel: {d_model: 32, n_layers: 2, n_heads: 2, max_seq_len: 32, head_init: identical}\n"
-        "data: {task: two_lookups, pairs: 4, queries: 2, keys: 8, values: 4}\n" + COMMON + "track: {every: 3}\n",
+        "data: {task: two_lookups, seq_len: 16, values: 4}\n" + COMMON + "track: {every: 3}\n",
     )
     assert all(r["layers"][layer]["head_diversity"] == 0 for r in records for layer in ("0", "1"))
     assert records[-1]["model"]["token_accuracy"] >= 0

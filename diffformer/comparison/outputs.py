@@ -3,6 +3,7 @@ retrieval figures when the runs were probed, dynamics.png when they tracked atte
 tying them together."""
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,16 +136,19 @@ def curves_plot(columns: list[tuple[str, list[RunRecord]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (loss_axes, eval_axes) = plt.subplots(1, 2, figsize=(10, 3.8))
-    metric = "eval_loss"
-    for label, records in columns:
-        evaluated = [m for r in records for m in r.curve if "eval_loss" in m]
-        if evaluated and "eval_accuracy" in evaluated[0]:
-            metric = "eval_accuracy"
+    evaluated = [m for _, records in columns for r in records for m in r.curve if "eval_loss" in m]
+    text = any("eval_perplexity" in m for m in evaluated)  # language modelling: loss and perplexity, not accuracy
+    metric = "eval_accuracy" if evaluated and "eval_accuracy" in evaluated[0] and not text else "eval_loss"
     for label, records in columns:
         line = _band(loss_axes, [r.curve for r in records], "loss", label, "-")
-        _band(eval_axes, [r.curve for r in records], metric, label, "o-", colour=line.get_color())
+        _band(eval_axes, [r.curve for r in records], metric, label, "o-", colour=line.get_color(), errors=text)
     loss_axes.set(xlabel="step", ylabel="train loss", title="training loss")
-    eval_axes.set(xlabel="step", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+    if text:
+        eval_axes.set(xlabel="step", ylabel="held-out loss (nats/token)", title="held-out loss ± 1.96 s.e.")
+        perplexity = eval_axes.secondary_yaxis("right", functions=(math.exp, _safe_log))
+        perplexity.set_ylabel("perplexity")
+    else:
+        eval_axes.set(xlabel="step", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
     handles, labels = loss_axes.get_legend_handles_labels()
     rows = -(-len(labels) // 2)
     figure.suptitle("Runs compared: mean over seeds, band = their range", fontsize=10)
@@ -154,12 +158,26 @@ def curves_plot(columns: list[tuple[str, list[RunRecord]]], path: Path) -> None:
     plt.close(figure)
 
 
-def _band(axes, curves: list[list[dict]], name: str, label: str, style: str, colour=None):
-    """The mean of `name` over the runs at each step they share, and their min–max as a band."""
+def _safe_log(value):
+    import numpy
+
+    return numpy.log(numpy.clip(value, 1e-12, None))
+
+
+def _band(axes, curves: list[list[dict]], name: str, label: str, style: str, colour=None, errors: bool = False):
+    """The mean of `name` over the runs at each step they share, and their min–max as a band; with `errors`,
+    also each mean's ±1.96 measurement errors (the runs' own `name_se`) as error bars."""
     steps = sorted({m["step"] for curve in curves for m in curve if name in m})
     values = [[m[name] for curve in curves for m in curve if m.get("step") == step and name in m] for step in steps]
     means = [sum(v) / len(v) for v in values]
     (line,) = axes.plot(steps, means, style, label=label, color=colour, linewidth=1.3, markersize=3, alpha=0.9)
+    if errors:
+        spread = [
+            [m.get(f"{name}_se", 0.0) for curve in curves for m in curve if m.get("step") == step and name in m]
+            for step in steps
+        ]
+        bars = [1.96 * math.sqrt(sum(e * e for e in s if e == e)) / len(s) for s in spread]
+        axes.errorbar(steps, means, yerr=bars, fmt="none", ecolor=line.get_color(), elinewidth=0.8, capsize=2)
     if len(curves) > 1:
         axes.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.18)
     return line

@@ -27,10 +27,12 @@ from diffformer.comparison.statistics import (
     share_difference,
     wilson_interval,
 )
+from diffformer.data.synthetic import SyntheticTask
 from diffformer.dynamics import milestones
 from diffformer.errors import RecipeError
 from diffformer.probes.results import RetrievalGrid
 from diffformer.recipe.fingerprint import defining_settings
+from diffformer.run_folder import unfinished_note
 from diffformer.strict_json import json_ready
 
 UNCOMPARED_KEYS = ("seed",)
@@ -90,6 +92,11 @@ def compare_records(
     labels = _column_labels(columns, differences)
     rows = _rows(columns, average_attention)
     warnings = _fairness_warnings(rows, labels, differences)
+    for label, group in zip(labels, columns):
+        notes_of = [unfinished_note(r.step, r.recipe.train.steps, r.stopped_early_at) for r in group]
+        warnings += [
+            f"⚠ {label}: {note} (its numbers rest on weights from before training ended)" for note in notes_of if note
+        ]
     machines = list(dict.fromkeys(r.machine for group in columns for r in group if r.machine))
     runs = [[str(r.path) for r in group] for group in columns]
     comparison = Comparison(labels, runs, differences, rows, notes, warnings, machines)
@@ -321,8 +328,13 @@ FINAL_DYNAMICS = {
 def _dynamics_rows(columns, add: _RowBuilder) -> None:
     """From RUN/dynamics.jsonl: who learned, when each milestone was crossed (over the seeds that crossed it),
     and the tracked measurements at the last step, per layer."""
-    add.share("dynamics", "learned (share of seeds)", lambda r: milestones.learned(r.dynamics))
+    # "Learned" (token accuracy ≥ 0.9) and its milestone mean something for synthetic tasks, not for text.
+    synthetic = any(isinstance(r.recipe.data, SyntheticTask) for g in columns for r in g)
+    if synthetic:
+        add.share("dynamics", "learned (share of seeds)", lambda r: milestones.learned(r.dynamics))
     for key, milestone in milestones.MILESTONES.items():
+        if key == "token_accuracy" and not synthetic:
+            continue
         crossing = f"{milestone.name} ≥ {milestones.THRESHOLD}"
         add.share("dynamics", f"{crossing}: share of seeds", lambda r, k=key: _crossed(r, k))
         add.measure("dynamics", f"{crossing}: step", lambda r, k=key: milestones.crossing_steps(r.dynamics).get(k))

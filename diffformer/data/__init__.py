@@ -28,6 +28,9 @@ class TaskData(Protocol):
 
     vocab_size: int
     max_length: int
+    # Whether a sequence has answers that are right or wrong as a whole (exact match, "learned"): synthetic
+    # tasks; not text, where every position is scored and no sequence is ever entirely right.
+    whole_answers: bool
 
     def batch(self, seed: int, split: str, index: int, batch_size: int) -> Batch: ...
 
@@ -37,6 +40,8 @@ class TaskData(Protocol):
 
 class SyntheticData:
     """A synthetic task's config, seen as data (nothing to prepare)."""
+
+    whole_answers = True
 
     def __init__(self, task: SyntheticTask):
         self.task = task

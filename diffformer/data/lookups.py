@@ -1,67 +1,53 @@
 """Two lookups whose answers combine: a task that needs heads that differ (docs/formulas.md §25).
 
-The context lists key–value pairs; each query names two keys a and b and must answer (v_a − v_b) mod V.
-A head's output is a weighted sum of the values it attends to, so one attention pattern that covers both
-pairs mixes v_a and v_b symmetrically up to its weights, while the answer is not symmetric in them: two
-heads that look up a and b separately is the direct solution. Heads that start identical (model.head_init)
-compute the same pattern for as long as they stay identical.
+Every token is drawn uniformly from `values` tokens; from position `far` on, position i must predict
+(x_{i−near} − x_{i−far}) mod V, as a token. Its own token says nothing, so the answer needs two
+lookups — `near` and `far` positions back — and is not symmetric in what they find (swapping the two
+turns r into −r mod V). A head's output is a weighted sum of the values it attends to: one pattern that
+covers both positions mixes them with its two weights, and must make those weights unequal for the MLP
+to tell the two apart; two heads that each find one position answer directly. Heads that start
+identical (model.head_init) compute the same pattern for as long as they stay identical.
 """
 
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from diffformer.data.batch import IGNORE, batch_from_arrays
-from diffformer.data.synthetic import SyntheticTask
+from diffformer.data.synthetic import SeqLen, SyntheticTask, check_lengths, lengths_of
 from diffformer.sections import MAX_TOKENS
-
-FIRST_KEY = 1
 
 
 class TwoLookupsTask(SyntheticTask):
-    """`pairs` pairs "k v" (distinct keys from ids 1 … keys, values from the next `values` ids), then
-    `queries` triples "k_a k_b r" with a ≠ b among the listed keys; the position of k_b predicts
-    r = (v_a − v_b) mod values (as a value token), which the triple then holds. Sequence length:
-    2·pairs + 3·queries."""
+    """Tokens 0 … values−1; targets (x_{i−near} − x_{i−far}) mod values at positions i ≥ far."""
 
     # An answer has two sources, and the batch's evidence marks one span per answer: none is marked.
     marks_sources: ClassVar[bool] = False
 
     task: Literal["two_lookups"]
-    length_fields: ClassVar[str] = "2 · data.pairs + 3 · data.queries"
-    pairs: int = Field(6, gt=1, le=MAX_TOKENS, description="Key–value pairs listed first.")
-    queries: int = Field(4, gt=0, le=MAX_TOKENS, description="Queries (two keys each) after the pairs.")
-    keys: int = Field(16, gt=0, le=MAX_TOKENS, description="Key tokens a sequence draws its keys from.")
-    values: int = Field(8, gt=1, le=MAX_TOKENS, description="Value tokens; answers are differences mod this.")
+    seq_len: SeqLen = Field(32, description="Sequence length, or a list to mix lengths.")
+    values: int = Field(8, gt=1, le=MAX_TOKENS, description="Tokens; answers are differences mod this.")
+    near: int = Field(1, gt=0, le=MAX_TOKENS, description="How far back the first lookup goes.")
+    far: int = Field(2, gt=0, le=MAX_TOKENS, description="How far back the second goes (more than near).")
+
+    _seq_len_ok = field_validator("seq_len")(check_lengths)
 
     @model_validator(mode="after")
     def _fits(self) -> "TwoLookupsTask":
-        if self.pairs > self.keys:
-            raise ValueError(f"{self.pairs} pairs need at least as many distinct key tokens (keys {self.keys})")
+        if self.far <= self.near:
+            raise ValueError(f"far ({self.far}) must be more positions back than near ({self.near})")
+        if min(lengths_of(self.seq_len)) <= self.far:
+            raise ValueError(f"seq_len must exceed far ({self.far}) for any position to be scored")
         return self
 
     @property
-    def seq_len(self) -> int:
-        return 2 * self.pairs + 3 * self.queries
-
-    @property
     def task_vocab_size(self) -> int:
-        return FIRST_KEY + self.keys + self.values
+        return self.values
 
     def _generate(self, rng, batch_size, length):
-        first_value = FIRST_KEY + self.keys
-        inputs = np.zeros((batch_size, self.seq_len), dtype=np.int64)
+        inputs = rng.integers(0, self.values, size=(batch_size, length))
         targets = np.full_like(inputs, IGNORE)
-        queried = 2 * self.pairs + 3 * np.arange(self.queries)  # where each triple starts
-        for b in range(batch_size):
-            keys = FIRST_KEY + rng.choice(self.keys, size=self.pairs, replace=False)
-            values = rng.integers(0, self.values, size=self.pairs)
-            inputs[b, 0 : 2 * self.pairs : 2] = keys
-            inputs[b, 1 : 2 * self.pairs : 2] = first_value + values
-            for start in queried:
-                a, other = rng.choice(self.pairs, size=2, replace=False)
-                answer = first_value + (values[a] - values[other]) % self.values
-                inputs[b, start : start + 3] = keys[a], keys[other], answer
-                targets[b, start + 1] = answer
+        scored = np.arange(self.far, length)
+        targets[:, scored] = (inputs[:, scored - self.near] - inputs[:, scored - self.far]) % self.values
         return batch_from_arrays(inputs, targets)

@@ -100,6 +100,8 @@ class TextTask(Section):
 class TextData:
     """Tokenized train/validation streams; batches are random windows, a pure function of (seed, split, index)."""
 
+    whole_answers = False  # next-token prediction everywhere: exact match means nothing
+
     def __init__(self, tokens: np.ndarray, header: TokenFileHeader, seq_len: int, tokenizer):
         self.train_tokens, self.val_tokens = tokens[: header.val_start], tokens[header.val_start :]
         self.header = header

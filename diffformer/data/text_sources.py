@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from diffformer.data.python_docs import BUILTIN_CORPORA, corpus_checksum
 from diffformer.errors import DataError, first_line
+from diffformer.plain_progress import PlainLines
 
 if TYPE_CHECKING:
     from diffformer.data.text import TextTask
@@ -20,11 +21,14 @@ LOADERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parqu
 
 @contextmanager
 def progress_bar(description: str, total: int):
-    """A progress bar on an interactive stderr (silent otherwise); yields advance(n)."""
+    """A progress bar on an interactive stderr, plain lines on any other (a log file); yields advance(n)."""
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as progress:
+    if not sys.stderr.isatty():
+        yield PlainLines(description, total).advance
+        return
+    with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 

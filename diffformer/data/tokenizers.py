@@ -1,6 +1,7 @@
 """Tokenizers a text recipe can name: the 256 bytes, BPE trained on the training split, or a tokenizer.json."""
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -8,6 +9,7 @@ from pydantic import Field
 
 from diffformer.atomic import atomic_write
 from diffformer.errors import DataError, first_line
+from diffformer.plain_progress import QUIET_SECONDS, duration_text
 from diffformer.sections import Section
 
 END_OF_TEXT = "<|endoftext|>"
@@ -79,7 +81,12 @@ def build_tokenizer(spec: "TokenizerConfig", cache_dir: Path, source_key: str, t
         show_progress=sys.stderr.isatty(),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
+    started = time.perf_counter()
     tokenizer.train_from_iterator(train_texts, trainer=trainer, length=document_count)
+    took = time.perf_counter() - started
+    if not sys.stderr.isatty() and took >= QUIET_SECONDS:  # the library's own bar draws only on a terminal
+        vocabulary = f"vocabulary {spec.vocab_size:,}, {document_count:,} documents"
+        print(f"trained a BPE tokenizer ({vocabulary}) in {duration_text(took)}", file=sys.stderr)
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cached, tokenizer.to_str())
     return tokenizer

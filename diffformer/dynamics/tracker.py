@@ -54,16 +54,16 @@ class AttentionTracker:
         self.model, self.device, self.precision = model, device, precision
         self.batch = data.batch(settings.seed, "probe", 0, settings.batch_size).to(device)
         self.coverage = settings.key_coverage
+        self.whole_answers = getattr(data, "whole_answers", True)
         self.ktiw = settings.ktiw  # the recipe schema allows it only on tasks that mark sources
 
     def measure(self, step: int) -> DynamicsRecord:
         with evaluation_mode(self.model), torch.no_grad(), autocast_for(self.device, self.precision):
             logits, maps = logits_and_maps(self.model, self.batch, want_maps=True)
             scored = self.batch.targets != IGNORE
-            model = {
-                "token_accuracy": float((logits.argmax(-1) == self.batch.targets)[scored].float().mean()),
-                "exact_match": float(exact_rows(logits, self.batch.targets).float().mean()),
-            }
+            model = {"token_accuracy": float((logits.argmax(-1) == self.batch.targets)[scored].float().mean())}
+            if self.whole_answers:  # text: no sequence is ever entirely right, so no flat-at-0 panel
+                model["exact_match"] = float(exact_rows(logits, self.batch.targets).float().mean())
             if self.ktiw:
                 model.update(ktiw(self.model, self.batch))
             coverage = coverage_and_outliers(self.model, self.batch.inputs)[0] if self.coverage else {}

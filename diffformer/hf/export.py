@@ -27,7 +27,7 @@ def is_llama(config) -> bool:
     return kind_entry(config.attention.kind).llama_layout and config.position == "rope" and not config.uniform_attention
 
 
-def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
+def export_run(path: Path | str, output: Path, license_: str = "other") -> tuple[list[Path], str]:
     """Write the Hugging Face folder; returns its files and the layout used ("llama" or "remote code")."""
     loaded = load_trained_model(path)
     loaded.experiment.refuse("export", loaded.path)
@@ -62,11 +62,11 @@ def export_run(path: Path | str, output: Path) -> tuple[list[Path], str]:
     if text_run:
         files += _write_tokenizer(tokenizer_file, output, end_of_text)
     files.append(output / "README.md")
-    files[-1].write_text(model_card(loaded, llama))
+    files[-1].write_text(model_card(loaded, llama, license_))
     return files, "llama" if llama else "remote code"
 
 
-def model_card(loaded, llama: bool) -> str:
+def model_card(loaded, llama: bool, license_: str = "other") -> str:
     """README.md for the hub: what the model is, how to load it, what it scored, the recipe it was trained with."""
     import yaml
 
@@ -77,6 +77,8 @@ def model_card(loaded, llama: bool) -> str:
     lines = [
         "---",
         "library_name: transformers",
+        "pipeline_tag: text-generation",
+        f"license: {license_}",
         f"tags: [diffformer, {config.attention.kind.replace('_', '-')}-attention]",
         "---",
         f"# {recipe.get('name', loaded.folder.path.name)}",
@@ -86,11 +88,18 @@ def model_card(loaded, llama: bool) -> str:
         f"({loaded.tokens_seen:,} tokens) on {recipe.get('data', {}).get('task', 'its data')}.",
         "",
         "```python",
-        "from transformers import AutoModelForCausalLM",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
         f'model = AutoModelForCausalLM.from_pretrained("PATH_OR_HUB_NAME"{remote})',
+        *(  # without trust_remote_code, AutoTokenizer stops at an interactive "run the custom code?" prompt
+            [f'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_NAME"{remote})']
+            if loaded.folder.tokenizer_file.is_file()
+            else []
+        ),
         "```",
         "",
     ]
+    if loaded.unfinished:
+        lines += [f"**{loaded.unfinished.capitalize()}**: these weights are from before training ended.", ""]
     if metrics:
         lines += [f"Held-out metrics at the last step ({scores.get('examples', '?')} sequences):", ""]
         lines += [f"- {name}: {scores[name]:.4g}{uncertainty_text(scores, name)}" for name in metrics]

@@ -156,6 +156,13 @@ class Transformer(nn.Module):
             masked_keys=self.masked_keys,
         )
 
+    def decodes_with_cache(self) -> bool:
+        """Whether incremental decoding (model/decoding.py) reproduces full passes: not for the uniform control
+        (its rows are recomputed from the sequence), nor for a kind that cannot cache under this layout."""
+        if self.config.uniform_attention:
+            return False
+        return self.masked_keys is None or all(block.attention.caches_under_layout for block in self.blocks)
+
     def attention_penalty(self) -> torch.Tensor | None:
         """The mean over layers of what their attention adds to the training loss after a training forward
         (differential's similarity penalty), or None when no layer adds anything."""

@@ -1,9 +1,14 @@
-"""`diffformer attention`: every head's full attention map for one prompt, as PNG grids and one HTML page.
+"""`diffformer attention`: every head's full attention map for one prompt, as pictures and one HTML page.
 
-Per layer, a PNG grid: a panel per head (differential: per pair, A1, A2 and A1 − λ·A2, with λ; one map
-per head: the map, and under it each key's coverage r̃_j = Σ_i p_ij / H_j, docs/formulas.md §6).
+Per layer, a grid: a panel per head (differential: per pair, A1, A2 and A1 − λ·A2, with λ; one map
+per head: the map, and under it each key's coverage r̃_j = Σ_i p_ij / H_j, docs/formulas.md §6), each
+panel with its key and query axes, token ticks and a colour bar; signed maps on a diverging scale centred
+on 0, with what their rows sum to. One overview puts every layer × head of the effective map side by side.
+PNG by default, SVG or PDF for papers.
 The HTML page holds every layer, head and map with its tokens, draws them on a canvas, and shows the
-query token, key token and weight under the pointer; it needs no server and no network.
+query token, key token and weight under the pointer; it needs no server and no network. It stores only
+each row's visible part (keys 0…i) in thousandths, so it stays small (about a quarter of the full
+matrices as decimals).
 """
 
 import html
@@ -53,22 +58,17 @@ def capture_head_maps(model, tokens: torch.Tensor) -> list[HeadMaps]:
 
 
 def draw_layer(layer: HeadMaps, labels: list[str], title: str, path: Path) -> Path:
-    """One PNG: rows = the layer's maps (A, or A1 / A2 / A1 − λ·A2), columns = heads; coverage under single maps."""
+    """One picture: rows = the layer's maps (A, or A1 / A2 / A1 − λ·A2), columns = heads; coverage under single
+    maps. The format follows the file's suffix (.png, .svg, .pdf)."""
     names = list(layer.maps)
     heads = layer.maps[names[0]].shape[0]
     rows = len(names) + (1 if layer.coverage is not None else 0)
-    size = 2.6 if len(labels) <= 32 else 3.4
+    size = 3.0 if len(labels) <= 32 else 3.6
     figure, axes = plt.subplots(rows, heads, figsize=(size * heads, size * rows), squeeze=False)
     for row, name in enumerate(names):
-        signed = name.startswith("A1 −")
         for head in range(heads):
-            values = layer.maps[name][head].float().numpy()
-            limit = max(abs(values).max(), 1e-9)
-            axis = axes[row][head]
-            axis.imshow(values, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else 0, vmax=limit)
-            lam = f", λ={layer.lam[head]:.3f}" if layer.lam is not None and signed else ""
-            axis.set_title(f"head {head} · {name}{lam}", fontsize=7)
-            _tick(axis, labels)
+            lam = layer.lam[head] if layer.lam is not None and name.startswith("A1 −") else None
+            _draw_map(figure, axes[row][head], layer.maps[name][head], labels, f"head {head} · {name}", lam)
     if layer.coverage is not None:
         for head in range(heads):
             axis = axes[-1][head]
@@ -83,26 +83,69 @@ def draw_layer(layer: HeadMaps, labels: list[str], title: str, path: Path) -> Pa
     return path
 
 
+def _draw_map(figure, axis, weights: torch.Tensor, labels: list[str], title: str, lam: float | None) -> None:
+    """One (T, T) map with its axes, ticks and colour bar. A signed map (lam given: A1 − λ·A2, whose rows sum
+    to 1 − λ) gets a diverging scale centred on 0, so negative weight reads as negative."""
+    values = weights.float().numpy()
+    limit = max(abs(values).max(), 1e-9)
+    signed = lam is not None or values.min() < 0
+    image = axis.imshow(values, cmap="RdBu_r" if signed else "viridis", vmin=-limit if signed else 0, vmax=limit)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.03).ax.tick_params(labelsize=5)
+    sums = f"\nrows sum to 1 − λ = {1 - lam:.3f} (λ = {lam:.3f})" if lam is not None else ""
+    axis.set_title(title + sums, fontsize=7)
+    axis.set_xlabel("key", fontsize=6)
+    axis.set_ylabel("query", fontsize=6)
+    _tick(axis, labels)
+
+
 def _tick(axis, labels: list[str]) -> None:
-    if len(labels) <= 32:
-        visible = [label.replace(" ", "␣").replace("\n", "⏎") for label in labels]  # spaces and line breaks show
-        axis.set_xticks(range(len(labels)), visible, fontsize=5, rotation=90)
-        axis.set_yticks(range(len(labels)), visible, fontsize=5)
-    else:
-        axis.set_xticks([])
-        axis.set_yticks([])
+    """Token ticks: every token up to 32, else every k-th so that about 16 show."""
+    every = 1 if len(labels) <= 32 else -(-len(labels) // 16)
+    shown = list(range(0, len(labels), every))
+    visible = [labels[i].replace(" ", "␣").replace("\n", "⏎") for i in shown]  # spaces and line breaks show
+    axis.set_xticks(shown, visible, fontsize=5, rotation=90)
+    axis.set_yticks(shown, visible, fontsize=5)
+
+
+def draw_overview(layers: list[HeadMaps], labels: list[str], title: str, path: Path) -> Path:
+    """Every layer × head of the effective map (A, or A1 − λ·A2) in one picture, each with its colour bar."""
+    heads = max(next(iter(reversed(layer.maps.values()))).shape[0] for layer in layers)
+    size = 2.8
+    figure, axes = plt.subplots(len(layers), heads, figsize=(size * heads, size * len(layers)), squeeze=False)
+    for row, layer in enumerate(layers):
+        name = list(layer.maps)[-1]  # the effective map: A, or A1 − λ·A2
+        maps = layer.maps[name]
+        for head in range(heads):
+            axis = axes[row][head]
+            if head >= maps.shape[0]:
+                axis.axis("off")
+                continue
+            lam = layer.lam[head] if layer.lam is not None else None
+            _draw_map(figure, axis, maps[head], labels, f"layer {layer.layer} · head {head} · {name}", lam)
+    figure.suptitle(f"{title} · every head", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def page_data(layers: list[HeadMaps], labels: list[str], title: str) -> dict:
-    """What the HTML page embeds: tokens and, per layer and map, every head's rows (4 decimals)."""
+    """What the HTML page embeds: tokens and, per layer and map, every head's rows — row i holds keys 0…i
+    only (the rest are 0 by causality), in integer thousandths."""
+
+    def lower_rows(maps: torch.Tensor) -> list:
+        thousandths = torch.round(maps.float() * 1000).int()
+        return [[row[: i + 1] for i, row in enumerate(head.tolist())] for head in thousandths]
+
     return {
         "title": title,
         "tokens": labels,
+        "scale": 1000,
         "layers": [
             {
                 "layer": layer.layer,
                 "lambda": layer.lam,
-                "maps": {name: torch.round(m.float(), decimals=4).tolist() for name, m in layer.maps.items()},
+                "maps": {name: lower_rows(m) for name, m in layer.maps.items()},
                 "coverage": None if layer.coverage is None else torch.round(layer.coverage, decimals=4).tolist(),
             }
             for layer in layers
@@ -151,7 +194,10 @@ function fill(select, values) {
 }
 function current() {
   const layer = data.layers[Number($("layer").value)];
-  return { layer, rows: layer.maps[$("name").value][Number($("head").value)] };
+  const stored = layer.maps[$("name").value][Number($("head").value)];  // row i: keys 0..i, in thousandths
+  const n = stored.length;
+  const rows = stored.map((row) => [...row.map((w) => w / data.scale), ...new Array(n - row.length).fill(0)]);
+  return { layer, rows };
 }
 function colour(w, signed, limit) {
   const t = Math.min(1, Math.abs(w) / limit);
@@ -200,17 +246,28 @@ choose();
 """
 
 
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
+
 def attention_pictures(
-    path: Path | str, prompt: str | None, example: int | None, output: Path | None, device: str = "auto"
+    path: Path | str,
+    prompt: str | None,
+    example: int | None,
+    output: Path | None,
+    device: str = "auto",
+    image_format: str = "png",
+    overrides=(),
 ) -> list[Path]:
-    """Capture one prompt's maps (text or token ids) or held-out example's, and write layer_<l>.png per layer
-    and attention.html into `output` (default RUN/attention)."""
+    """Capture one prompt's maps (text or token ids) or held-out example's, and write layer_<l>.<format> per
+    layer, overview.<format> (every layer × head) and attention.html into `output` (default RUN/attention)."""
     from diffformer.data import prepare_data
     from diffformer.errors import RecipeError
     from diffformer.sampling import load_for_sampling, prompt_ids
 
     if (prompt is None) == (example is None):
         raise RecipeError("give exactly one of --prompt TEXT and --example N")
+    if image_format not in IMAGE_FORMATS:
+        raise RecipeError(f"--format must be one of {', '.join(IMAGE_FORMATS)} (got {image_format!r})")
     loaded, tokenizer = load_for_sampling(path, device, command="attention")
     model = loaded.model.eval()
     model_device = next(model.parameters()).device
@@ -218,7 +275,7 @@ def attention_pictures(
         ids = prompt_ids(prompt, tokenizer, model.config.vocab_size)
         source = f"prompt {prompt[:40]!r}"
     else:
-        data = prepare_data(loaded.data_config())
+        data = prepare_data(loaded.data_config(overrides))
         ids = data.batch(loaded.trained_recipe().seed, "val", example, 1).inputs[0].tolist()
         source = f"held-out example {example}"
     loaded.check_length(len(ids))
@@ -227,5 +284,6 @@ def attention_pictures(
     folder = output or loaded.folder.path / ATTENTION_PICTURES
     folder.mkdir(parents=True, exist_ok=True)
     title = f"{loaded.folder.path.name} · step {loaded.step} · {model.config.attention.kind} · {source}"
-    files = [draw_layer(layer, labels, title, folder / f"layer_{layer.layer}.png") for layer in layers]
+    files = [draw_layer(layer, labels, title, folder / f"layer_{layer.layer}.{image_format}") for layer in layers]
+    files.append(draw_overview(layers, labels, title, folder / f"overview.{image_format}"))
     return [*files, write_page(layers, labels, title, folder / "attention.html")]

@@ -35,6 +35,8 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     model = loaded.model.eval()
     report = ProbeReport(str(loaded.path), loaded.step, model.config.attention.kind, settings.seed)
     report.settings = settings.model_dump(exclude={"device"})
+    if loaded.unfinished:
+        report.notes.append(f"{loaded.unfinished}: the probe reads weights from before training ended")
     source = _prompt_source(loaded, settings)
     if source is None:
         report.notes.append(
@@ -46,6 +48,9 @@ def run_probes(path: Path | str, settings: ProbeSettings, output_dir: Path | Non
     lengths = settings.lengths_for(source.trained_length, longest)
     for length in lengths:
         loaded.check_length(length)
+    report.notes += outside_training(loaded.data_config(), source.trained_length, lengths, settings)
+    if settings.data_overrides:
+        report.notes.append(f"probed on other data settings than trained: {', '.join(settings.data_overrides)}")
     with autocast_for(device, loaded.precision):  # compute as training did (a bf16 run is probed in bf16)
         _measure(report, loaded, source, lengths, settings, device, on_cell)
     if loaded.is_latest and loaded.recipe is not None and loaded.recipe.trackers:
@@ -58,7 +63,8 @@ def _measure(report: ProbeReport, loaded, source, lengths, settings: ProbeSettin
     model, wanted = loaded.model, set(settings.probes)
     if {"ablation", "quantization"} & wanted:
         batches = -(-settings.held_out_sequences // settings.batch_size)
-        where = (prepare_data(loaded.data_config()), loaded.trained_recipe().seed, batches, settings.batch_size)
+        data = prepare_data(loaded.data_config(settings.data_overrides))
+        where = (data, loaded.trained_recipe().seed, batches, settings.batch_size)
         where += (device, loaded.precision)
         if "ablation" in wanted:
             report.ablation = ablate_heads(model, *where)
@@ -94,6 +100,32 @@ def _measure(report: ProbeReport, loaded, source, lengths, settings: ProbeSettin
             report.outliers = outliers
 
 
+def outside_training(data, trained_length: int, lengths: list[int], settings: ProbeSettings) -> list[str]:
+    """Which probe cells ask for what the run never trained on — longer contexts, needle depths or layouts it
+    did not see — said plainly, so a low number there is not read as a failure at what it learnt."""
+    notes = []
+    longer = [n for n in lengths if n > trained_length]
+    if longer and {"retrieval", "attention"} & set(settings.probes):
+        notes.append(
+            f"lengths {', '.join(map(str, longer))} are longer than any training sequence ({trained_length}): "
+            "those cells measure extrapolation"
+        )
+    depth = getattr(data, "depth", "absent")
+    if isinstance(data, MqarTask) and depth is None:
+        notes.append(
+            "trained with the pairs first (data.depth: null); every probe prompt places them at a depth of filler "
+            "with all keys asked at the end, a layout this run never saw"
+        )
+    elif isinstance(depth, float):
+        unseen = [d for d in settings.depths if d != depth]
+        if unseen:
+            notes.append(
+                f"trained at depth {depth:g} only (data.depth): depths {', '.join(f'{d:g}' for d in unseen)} "
+                "are outside its training"
+            )
+    return notes
+
+
 def default_output_dir(path: Path | str) -> Path:
     """RUN/probes for a run folder; beside the file for a checkpoint file."""
     from diffformer.run_folder import locate
@@ -108,7 +140,7 @@ def _finish(report: ProbeReport, output_dir: Path | None) -> ProbeReport:
 
 
 def _prompt_source(loaded: LoadedModel, settings: ProbeSettings) -> PromptSource | None:
-    data = loaded.data_config()
+    data = loaded.data_config(settings.data_overrides)
     if isinstance(data, (MqarTask, NeedleTask)):
         return SyntheticPrompts(data, synthetic_variants(data, settings.variants), settings.seed)
     if data.task == "text":

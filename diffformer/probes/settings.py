@@ -39,6 +39,9 @@ class ProbeSettings(Section):
     seed: int = Field(1234, description="Prompt seed: the same seed gives every checkpoint the same prompts.")
     threshold: float = Field(RULER_THRESHOLD, description="Accuracy that counts for the effective length.")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
+    data_overrides: list[str] = Field(
+        [], description="--set data.KEY=VALUE: probe on other data settings than the run trained on."
+    )
 
     @model_validator(mode="after")
     def _in_a_recipe(self) -> "ProbeSettings":

@@ -32,7 +32,7 @@ class Recipe(Section):
     variants: dict[str, list[Any]] | None = Field(
         None,
         description="Dotted keys mapped to lists of values, expanded as a grid: one run per combination, "
-        "in runs/<name>/<key=value,...>, followed by a comparison.",
+        "in runs/<name>/<key=value+...>, followed by a comparison.",
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds initialisation, data and dropout.")
     model: ModelConfig

@@ -25,6 +25,9 @@ class StepReport:
 class TrainingListener:
     """Hooks the training loop calls, in this order; override the ones you need."""
 
+    def on_note(self, message: str) -> None:
+        """Something to tell the user before training goes on (a recorded setting a resume keeps)."""
+
     def on_start(self, name: str, step: int, total_steps: int, resumed_from: str | None) -> None:
         """Training begins at `step` (0, or the step of the checkpoint named by `resumed_from`)."""
 

@@ -67,6 +67,18 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
     data = prepare_data(recipe.data, cache_dir)
     model_config = recipe.resolved_model(data.vocab_size)
     precision = _decide_precision(recipe, folder, device, resuming=resume and not start_fresh)
+    if (
+        recipe.train.precision == "auto"
+        and resume
+        and not start_fresh
+        and precision != resolve_precision("auto", device)
+    ):
+        notify(
+            listeners,
+            "on_note",
+            f"resuming keeps train.precision={precision}, the precision {folder.path} was trained in "
+            f"(auto would choose {resolve_precision('auto', device)} here); --retrain trains anew",
+        )
     recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": precision})})
     resolved = recipe.model_copy(update={"model": model_config, "output": folder.path})
     torch.manual_seed(recipe.seed)

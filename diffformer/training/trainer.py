@@ -83,9 +83,10 @@ class TrainResult:
 
 
 class _Throughput:
-    """Tokens and model FLOPs per second since the last reading, and MFU: FLOP/s per rank ÷ the device's peak."""
+    """Tokens and model FLOPs per second since the last reading, and MFU: FLOP/s per rank ÷ the device's peak
+    (None where no peak is known: devices.peak_flops)."""
 
-    def __init__(self, peak: PeakFlops, world_size: int):
+    def __init__(self, peak: PeakFlops | None, world_size: int):
         self.peak, self.world_size = peak, world_size
         self.started, self.tokens, self.flops = time.perf_counter(), 0, 0
 
@@ -97,7 +98,7 @@ class _Throughput:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rates = {
             "tokens_per_sec": self.tokens / elapsed,
-            "mfu": self.flops / elapsed / self.world_size / self.peak.flops_per_second,
+            "mfu": None if self.peak is None else self.flops / elapsed / self.world_size / self.peak.flops_per_second,
         }
         self.started, self.tokens, self.flops = time.perf_counter(), 0, 0
         return rates
@@ -168,7 +169,11 @@ class Trainer:
             self.last_loss,
             None,
             self.last_eval,
-            throughput={**session.read_and_reset(), "peak_flops": peak.flops_per_second, "peak_source": peak.source},
+            throughput={
+                **session.read_and_reset(),
+                "peak_flops": None if peak is None else peak.flops_per_second,
+                "peak_source": "none known (set DIFFFORMER_PEAK_TFLOPS)" if peak is None else peak.source,
+            },
             stopped_early_at=self.stopped_early_at,
         )
 

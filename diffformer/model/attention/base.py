@@ -119,6 +119,8 @@ class Attention(nn.Module):
     """Causal self-attention: (B, T, d_model) -> (B, T, d_model)."""
 
     config_class: ClassVar[type[AttentionKindConfig]]
+    # Whether the decoding cache reproduces a full pass under an attention layout (masked_keys).
+    caches_under_layout: ClassVar[bool] = True
 
     def __init__(self, model: "ModelConfig", layer_index: int, rotary: RotaryEmbedding | None):
         super().__init__()

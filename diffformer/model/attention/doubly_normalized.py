@@ -58,6 +58,7 @@ class DoublyNormalizedAttention(SingleMapAttention):
     and its blocked computation (`attend`), not a row-by-row `map_weights`."""
 
     config_class = DoublyNormalizedConfig
+    caches_under_layout = False  # a layout's column normalisers need every visible query's scores (§23)
 
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
