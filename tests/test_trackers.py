@@ -54,6 +54,23 @@ def test_tensorboard_mirrors_metrics_and_dynamics_and_continues_on_resume(tmp_pa
     assert [step for step, _ in scalars["eval/loss"]] == [3, 6]
     assert [step for step, _ in scalars["dynamics/entropy"]] == [0, 3, 6]
     assert "dynamics/token_accuracy" in scalars
+    # Intervals are margins of their measurement, not tags of their own; counters are left out.
+    assert not any(tag.endswith(("_se", "_low", "_high")) for tag in scalars), sorted(scalars)
+    assert not {"train/tokens", "eval/examples", "eval/scored_tokens"} & set(scalars)
+    for (step, loss), (_, low), (_, high) in zip(
+        scalars["eval/loss"], scalars["eval/loss/low"], scalars["eval/loss/high"]
+    ):
+        (metric,) = [m for m in metrics if m["step"] == step]
+        assert low == pytest.approx(loss - 1.96 * metric["eval_loss_se"]) and high > loss
+    assert scalars["eval/exact_match/low"][-1][1] == pytest.approx(metrics[-1]["eval_exact_match_low"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    main = EventAccumulator(str(tmp_path / "tracked" / "tensorboard"))
+    main.Reload()
+    assert main.PluginTagToContent("custom_scalars"), "one margin chart per measured interval"
+    hparams = EventAccumulator(str(tmp_path / "tracked" / "tensorboard" / "hparams"))
+    hparams.Reload()
+    assert hparams.PluginTagToContent("hparams"), "the HPARAMS tab has the run's settings"
 
 
 def test_wandb_gets_the_same_numbers_and_resumes_its_run(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def tracker_listeners(settings: TrackerSettings | None, folder: RunFolder, name:
         return []
     listeners: list[TrainingListener] = []
     if settings.tensorboard:
-        listeners.append(TensorBoardListener(folder, resumed_step))
+        listeners.append(TensorBoardListener(folder, resumed_step, recipe))
     if settings.wandb is not None:
         listeners.append(WandbListener(settings.wandb, folder, name, recipe))
     return listeners
@@ -73,8 +73,47 @@ def _dynamics_scalars(record: DynamicsRecord) -> dict[str, float]:
     return {f"dynamics/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
 
 
+# What TensorBoard shows as charts of their own: the measurements. Counters and the parts of an interval
+# (x_se, x_low, x_high) are folded into each measurement's margin chart instead of twenty more tags.
+INTERVAL_PARTS = ("_se", "_low", "_high")
+COUNTERS = ("train/tokens", "train/elapsed", "eval/scored_tokens", "eval/examples")
+
+
+def _tensorboard_scalars(record: dict) -> dict[str, float]:
+    """The record's measurements, and for each eval measurement with an interval its bounds as tag/low and
+    tag/high (a 95% interval: the Wilson or perplexity bounds where the record has them, else ± 1.96 s.e.)."""
+    named = _scalars(record)
+    shown = {t: v for t, v in named.items() if not t.endswith(INTERVAL_PARTS) and t not in COUNTERS}
+    for tag, value in list(shown.items()):
+        low, high = named.get(f"{tag}_low"), named.get(f"{tag}_high")
+        error = named.get(f"{tag}_se")
+        if low is None and error is not None:
+            low, high = value - 1.96 * error, value + 1.96 * error
+        if low is not None and high is not None:
+            shown[f"{tag}/low"], shown[f"{tag}/high"] = low, high
+    return shown
+
+
+def _margin_layout(tags) -> dict:
+    """TensorBoard's custom-scalars layout: one margin chart (value with its 95% band) per measured interval."""
+    charts = {
+        tag.split("/", 1)[1]: ["Margin", [tag, f"{tag}/low", f"{tag}/high"]]
+        for tag in sorted(tags)
+        if f"{tag}/low" in tags
+    }
+    return {"held-out, with 95% intervals": charts} if charts else {}
+
+
+def _hparams(recipe: dict) -> dict:
+    """The recipe's settings as TensorBoard hparams: flat keys, numbers, strings and booleans only."""
+    from diffformer.recipe.fingerprint import defining_settings
+
+    flat = defining_settings(recipe)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items() if v is not None}
+
+
 class TensorBoardListener(TrainingListener):
-    def __init__(self, folder: RunFolder, resumed_step: int):
+    def __init__(self, folder: RunFolder, resumed_step: int, recipe: dict | None = None):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -85,16 +124,26 @@ class TensorBoardListener(TrainingListener):
         self.writer = SummaryWriter(
             str(folder.path / TENSORBOARD), purge_step=resumed_step + 1 if resumed_step else None
         )
+        self.recipe, self.layout_written, self.last_eval = recipe, False, {}
 
     def on_record(self, record: dict) -> None:
-        for tag, value in _scalars(record).items():
+        scalars = _tensorboard_scalars(record)
+        for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, record["step"])
+        if not self.layout_written and (layout := _margin_layout(scalars)):
+            self.writer.add_custom_scalars(layout)
+            self.layout_written = True
+        self.last_eval.update({t: v for t, v in scalars.items() if t.startswith("eval/") and "/" not in t[5:]})
 
     def on_dynamics(self, record: DynamicsRecord) -> None:
         for tag, value in _dynamics_scalars(record).items():
             self.writer.add_scalar(tag, value, record.step)
 
     def on_end(self) -> None:
+        if self.recipe is not None and self.last_eval:
+            # The HPARAMS tab: the settings against the last held-out metrics, in a sub-run of its own
+            # (torch writes the metrics there again; the main event file keeps each step once).
+            self.writer.add_hparams(_hparams(self.recipe), dict(self.last_eval), run_name="hparams")
         self.writer.close()
 
 
