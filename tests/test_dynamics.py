@@ -91,7 +91,8 @@ def test_tasks_without_marked_sources_are_tracked_without_source_mass(tmp_path):
     from diffformer.comparison.records import load_runs
     from diffformer.comparison.table import compare_records
 
-    comparison = compare_records(load_runs([tmp_path / "vanilla"]))
+    _tiny(tmp_path, "sigmoid", task)
+    comparison = compare_records(load_runs([tmp_path / "vanilla", tmp_path / "sigmoid"]))
     names = [row.name for row in comparison.rows]
     assert not any(name.startswith(("learned", "token accuracy ≥")) for name in names)
     assert not any("exact match" in name for name in names)

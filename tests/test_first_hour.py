@@ -160,3 +160,33 @@ def test_probe_sample_and_attention_read_other_data_settings_with_set(run, tmp_p
     assert drawn.exit_code == 0, drawn.output
     bad = runner.invoke(app, ["sample", str(folder), "--example", "1", "--set", "data.nonsense=3"])
     assert bad.exit_code != 0 and "data.nonsense" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_streamed_sample_shows_whole_characters_only(monkeypatch, tmp_path):
+    """A byte-level token can end inside a character ("é" is two bytes): the stream holds the partial
+    character back instead of printing "\\ufffd", and the continuation is whole in the end."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import diffformer.sampling as sampling
+    from diffformer.data.tokenizers import ByteTokenizer, build_tokenizer
+    from diffformer.generation import SamplingSettings
+
+    tokenizer = build_tokenizer(ByteTokenizer(kind="byte"), tmp_path, "key", [], 0)
+    wanted = tokenizer.encode("café ok").ids  # é: two byte-level tokens
+    assert len(wanted) == len("café ok") + 1
+
+    def scripted_generate(model, prompt, max_new_tokens, settings, on_token):
+        for token in wanted[:max_new_tokens]:
+            on_token(torch.tensor([token]))
+
+    monkeypatch.setattr(sampling, "generate", scripted_generate)
+    model = torch.nn.Linear(1, 1)
+    model.config = SimpleNamespace(vocab_size=tokenizer.get_vocab_size())
+    loaded = SimpleNamespace(model=model, check_length=lambda n: None)
+    pieces = []
+    (result,) = sampling.sample_text(
+        loaded, tokenizer, "x", len(wanted), SamplingSettings(), on_text=lambda i, t: pieces.append(t)
+    )
+    assert all("\ufffd" not in piece for piece in pieces) and "".join(pieces) == "café ok" == result.continuation
