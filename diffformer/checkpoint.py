@@ -8,16 +8,17 @@ after that, so a run killed at any moment leaves the previous checkpoint intact.
 
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from diffformer import __version__
 from diffformer.atomic import fsync_directory, fsync_file, replace_durably, temporary_path
-from diffformer.errors import CheckpointError, RecipeError
+from diffformer.errors import CheckpointError, RecipeError, WriteFailed, first_line
 from diffformer.experiments import Experiment, experiment_for
 from diffformer.model.config import ModelConfig
 from diffformer.recipe.schema import Recipe
@@ -131,9 +132,20 @@ def _model_metadata(recipe: dict, progress: TrainingProgress) -> dict[str, str]:
     }
 
 
+@contextmanager
+def safetensors_writing(path: Path):
+    """safetensors reports a failed write (a full disk, a vanished folder) as its own SafetensorError, not an
+    OSError: turned here into one line naming the file, like every other failed write."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise WriteFailed(f"could not write {path}: {first_line(error)}") from None
+
+
 def _write_model(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
     # save_model keeps one name for tied (shared) tensors; load_model restores the tie.
-    save_model(model, str(path), metadata=metadata)
+    with safetensors_writing(path):
+        save_model(model, str(path), metadata=metadata)
     fsync_file(path)
 
 
@@ -163,18 +175,16 @@ def save_checkpoint(
         for key, value in moments.items()
     }
     optimizer_meta = json.loads(json.dumps(optimizer_state["param_groups"], default=list))
-    save_file(
-        tensors,
-        str(temporary / STATE_FILE),
-        metadata={
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "optimizer": json.dumps(optimizer_meta),
-            "step": str(progress.step),
-            "tokens_seen": str(progress.tokens_seen),
-            "wall_seconds": repr(progress.wall_seconds),
-        },
-    )
+    state_metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "optimizer": json.dumps(optimizer_meta),
+        "step": str(progress.step),
+        "tokens_seen": str(progress.tokens_seen),
+        "wall_seconds": repr(progress.wall_seconds),
+    }
+    with safetensors_writing(temporary / STATE_FILE):
+        save_file(tensors, str(temporary / STATE_FILE), metadata=state_metadata)
     fsync_file(temporary / STATE_FILE)
     fsync_directory(temporary)
     if final.exists():

@@ -12,6 +12,22 @@ from rich.table import Table
 
 from diffformer.console import DeviceOption, print_json, stdout, user_errors
 from diffformer.errors import RecipeError
+from diffformer.sections import MAX_SEED
+
+MAX_SAMPLES = 1000  # continuations per call: more is a typo, not a study
+
+
+def _read_prompt(prompt_file: Path) -> str:
+    """The prompt file's text (`-`: standard input), which must be UTF-8."""
+    try:
+        if str(prompt_file) == "-":
+            return sys.stdin.buffer.read().decode("utf-8") if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        return prompt_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = "standard input" if str(prompt_file) == "-" else str(prompt_file)
+        raise RecipeError(
+            f"--prompt-file {where} is not UTF-8 text (byte {error.start} is not valid UTF-8); save it as UTF-8"
+        ) from None
 
 
 def sample(
@@ -29,9 +45,12 @@ def sample(
         float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Sample among the likeliest tokens up to mass p.")
     ] = None,
     seed: Annotated[
-        int, typer.Option(min=0, help="Seed of the random draws of sampling (sample i uses seed + i).")
+        int,
+        typer.Option(min=0, max=MAX_SEED, help="Seed of the random draws of sampling (sample i uses seed + i)."),
     ] = 0,
-    samples: Annotated[int, typer.Option("--samples", "-s", min=1, help="How many continuations.")] = 1,
+    samples: Annotated[
+        int, typer.Option("--samples", "-s", min=1, max=MAX_SAMPLES, help="How many continuations.")
+    ] = 1,
     example: Annotated[
         int | None, typer.Option("--example", min=0, help="Synthetic tasks: held-out example N of the run's data.")
     ] = None,
@@ -51,7 +70,7 @@ def sample(
         if prompt is not None and prompt_file is not None:
             raise RecipeError("give --prompt or --prompt-file, not both")
         if prompt_file is not None:
-            prompt = sys.stdin.read() if str(prompt_file) == "-" else prompt_file.read_text(encoding="utf-8")
+            prompt = _read_prompt(prompt_file)
         loaded, tokenizer = load_for_sampling(run, device)
         if tokenizer is None and prompt is None:
             chosen = [0 if example is None else example]

@@ -19,6 +19,13 @@ class CheckpointError(DiffformerError):
     """A checkpoint or run folder that cannot be read."""
 
 
+class WriteFailed(DiffformerError):
+    """A file could not be written (a full disk, a vanished folder) where the writer is not an OS call that
+    says so itself (safetensors): exit code 1, like every other failed write."""
+
+    exit_code = 1
+
+
 class TrainingDiverged(DiffformerError):
     """The loss became non-finite; the last good checkpoint is kept."""
 

@@ -15,6 +15,8 @@ import torch
 
 from diffformer.model.decoding import DecodingCache
 
+GREEDY_BELOW = 1e-6  # temperatures below this sample the argmax (dividing by them overflows float64 logits)
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -26,10 +28,12 @@ class SamplingSettings:
 
 
 def next_token(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator) -> torch.Tensor:
-    """(B, V) logits -> (B,) tokens."""
-    if settings.temperature == 0:
+    """(B, V) logits -> (B,) tokens. top-p keeps at least the most likely token (top_p 0 is greedy); a
+    temperature too small to divide by without overflow is greedy too."""
+    if settings.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
-    logits = logits.float() / settings.temperature
+    logits = logits.double() / settings.temperature
+    logits = logits - logits.max(-1, keepdim=True).values  # finite for any temperature above GREEDY_BELOW
     if settings.top_k is not None and settings.top_k < logits.shape[-1]:
         kth = logits.topk(settings.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -37,6 +41,7 @@ def next_token(logits: torch.Tensor, settings: SamplingSettings, generator: torc
         ordered, order = logits.sort(dim=-1, descending=True)
         cumulative = ordered.softmax(-1).cumsum(-1)
         dropped = cumulative - ordered.softmax(-1) >= settings.top_p  # keeps the token that crosses p
+        dropped[..., 0] = False  # and always the most likely one
         logits = logits.masked_fill(dropped.scatter(-1, order, dropped), float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 

@@ -128,6 +128,15 @@ class RunFolder:
             if p.name not in RUN_FILES + RUN_FOLDERS and not _is_own_temporary(p.name, RUN_FILES)
         )
 
+    def linked_entries(self) -> list[Path]:
+        """Symbolic links among the files training writes or appends to (the run's own files and folders, one
+        level down): writing a run must never write through one into a file elsewhere."""
+        if not self.path.is_dir():
+            return []
+        candidates = [self.path / name for name in RUN_FILES + RUN_FOLDERS]
+        candidates += [p for name in RUN_FOLDERS if (self.path / name).is_dir() for p in (self.path / name).iterdir()]
+        return sorted(p for p in candidates if p.is_symlink())
+
     @contextmanager
     def lock(self):
         """Own the folder for the duration: an advisory lock that dies with its process (no stale locks).

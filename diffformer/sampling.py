@@ -59,6 +59,8 @@ def sample_text(
     on_text: Callable[[int, str], None] | None = None,
 ) -> list[Sample]:
     """`samples` continuations of `prompt` (sample i uses seed + i); on_text(i, new text) streams them."""
+    if not isinstance(prompt, str):
+        raise RecipeError(f"a prompt is text (got {type(prompt).__name__})")
     device = next(loaded.model.parameters()).device
     ids = prompt_ids(prompt, tokenizer, loaded.model.config.vocab_size)
     loaded.check_length(len(ids) + max_new_tokens)

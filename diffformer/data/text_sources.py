@@ -38,6 +38,9 @@ def load_documents(config: "TextTask"):
     import datasets
 
     datasets.disable_progress_bars()
+    # datasets logs its own report of a file it cannot parse (one with a traceback for a bad parquet) before
+    # raising; the error it raises becomes diffformer's one line, so its log would only say it twice.
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     if config.builtin is not None:
         documents = BUILTIN_CORPORA[config.builtin]()
         found = corpus_checksum(documents)
@@ -93,7 +96,12 @@ def _file_documents(path: Path, config: "TextTask") -> list[str]:
 
     loader = _check_data_file(path)
     if loader == "text":
-        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:  # read with replacement characters, it would train on garbage
+            raise DataError(
+                f"data file {path} is not UTF-8 text (byte {error.start} is not valid UTF-8); convert it to UTF-8"
+            ) from None
         if config.documents == "line":
             return text.splitlines()
         if config.documents == "paragraph":
@@ -107,10 +115,19 @@ def _file_documents(path: Path, config: "TextTask") -> list[str]:
 
 
 def _text_column(loaded, config: "TextTask", source: str):
+    import datasets
+
     if config.text_column not in loaded.column_names:
         raise DataError(
             f"{source} has no column '{config.text_column}' (columns: {', '.join(loaded.column_names)}); "
             "set data.text_column"
+        )
+    feature = loaded.features[config.text_column]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        held = feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__.lower()
+        raise DataError(
+            f"{source}: column '{config.text_column}' holds {held} values, not text; "
+            "point data.text_column at a column of strings"
         )
     loaded = loaded.select_columns([config.text_column])
     return loaded if config.text_column == "text" else loaded.rename_column(config.text_column, "text")

@@ -8,12 +8,14 @@ with `trust_remote_code=True`. Text runs bring their tokenizer (tokenizer.json, 
 """
 
 import json
+import shutil
 from pathlib import Path
 
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
-from diffformer.checkpoint import load_trained_model
+from diffformer.atomic import temporary_path
+from diffformer.checkpoint import load_trained_model, safetensors_writing
 from diffformer.data.tokenizers import END_OF_TEXT
 from diffformer.errors import RecipeError
 from diffformer.hf.llama import llama_config, llama_weights
@@ -48,22 +50,40 @@ def export_run(path: Path | str, output: Path, license_: str = "other") -> tuple
     llama = is_llama(model_config)
     config = llama_config(model_config) if llama else remote_config(model_config)
     weights = llama_weights(loaded.model) if llama else remote_weights(loaded.model)
-    output.mkdir(parents=True, exist_ok=True)
-    files = [output / "config.json", output / "model.safetensors"]
+    # Written into a staging folder beside the target and moved into place at the end: a failure (a full disk)
+    # leaves no half-written export behind, and the target is never a mix of two exports.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_path(output)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        written = _write_export(loaded, staging, config, weights, llama, license_)
+        if output.exists():
+            output.rmdir()  # empty, as checked above
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [output / path.name for path in written], "llama" if llama else "remote code"
+
+
+def _write_export(loaded, folder: Path, config: dict, weights: dict, llama: bool, license_: str) -> list[Path]:
+    files = [folder / "config.json", folder / "model.safetensors"]
     tokenizer_file = loaded.folder.tokenizer_file
     text_run = tokenizer_file.is_file()
     end_of_text = Tokenizer.from_file(str(tokenizer_file)).token_to_id(END_OF_TEXT) if text_run else None
     if end_of_text is not None:
         config["eos_token_id"] = end_of_text
     files[0].write_text(json.dumps(config, indent=2) + "\n")
-    save_file(weights, str(files[1]), metadata={"format": "pt"})
+    with safetensors_writing(files[1]):
+        save_file(weights, str(files[1]), metadata={"format": "pt"})
     if not llama:
-        files += copy_remote_code(output)
+        files += copy_remote_code(folder)
     if text_run:
-        files += _write_tokenizer(tokenizer_file, output, end_of_text)
-    files.append(output / "README.md")
+        files += _write_tokenizer(tokenizer_file, folder, end_of_text)
+    files.append(folder / "README.md")
     files[-1].write_text(model_card(loaded, llama, license_))
-    return files, "llama" if llama else "remote code"
+    return files
 
 
 def model_card(loaded, llama: bool, license_: str = "other") -> str:

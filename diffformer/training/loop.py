@@ -63,7 +63,7 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
         finished = finished_result(folder, recipe)
         if finished is not None:
             return finished
-    check_trackers_installed(recipe.trackers)
+    check_trackers_installed(recipe.trackers, folder)
     data = prepare_data(recipe.data, cache_dir)
     model_config = recipe.resolved_model(data.vocab_size)
     precision = _decide_precision(recipe, folder, device, resuming=resume and not start_fresh)
@@ -191,6 +191,12 @@ def check_run_folder(recipe: Recipe, folder: RunFolder, resume: bool, retrain: b
     if not resume and not retrain:
         raise RecipeError(
             f"run folder {folder.path} already exists; add --resume to continue it, or choose another name or output"
+        )
+    linked = folder.linked_entries()
+    if linked:
+        raise RecipeError(
+            f"{linked[0]} is a symbolic link (to {linked[0].resolve()}); a run folder's files must be its own, "
+            "or training would write through the link — copy the file in or train into a new folder"
         )
     manifest = folder.read_manifest()
     recorded = manifest["settings"] if manifest and isinstance(manifest.get("settings"), dict) else None

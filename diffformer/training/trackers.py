@@ -35,9 +35,16 @@ class TrackerSettings(Section):
     wandb: WandbSettings | None = Field(None, description="Log to Weights & Biases (pip install 'diffformer[wandb]').")
 
 
-def check_trackers_installed(settings: TrackerSettings | None) -> None:
-    """Fail before anything is written when an asked-for tracker's package is missing."""
+def check_trackers_installed(settings: TrackerSettings | None, folder: RunFolder | None = None) -> None:
+    """Fail before anything is written when an asked-for tracker's package is missing, or its log folder in the
+    run folder is taken by something that is not a folder."""
     import importlib.util
+
+    if folder is not None and settings is not None:
+        asked = [TENSORBOARD] * bool(settings.tensorboard) + [WANDB] * (settings.wandb is not None)
+        for name in asked:
+            if (folder.path / name).exists() and not (folder.path / name).is_dir():
+                raise RecipeError(f"{folder.path / name} is not a folder, so trackers.{name} cannot log into it")
 
     wanted = {"tensorboard": settings is not None and settings.tensorboard}
     wanted["wandb"] = settings is not None and settings.wandb is not None

@@ -276,6 +276,11 @@ class DiffformerModel(DiffformerPreTrainedModel):
         length = input_ids.shape[1]
         x = self.embed(input_ids)
         if self.config.position == "learned":
+            if length > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"sequence length {length} exceeds max_position_embeddings "
+                    f"({self.config.max_position_embeddings}), the longest position this model learned"
+                )
             x = x + self.position_embedding(torch.arange(length, device=input_ids.device))
         maps = Maps(self.config, length, input_ids.device)
         for block in self.blocks:
