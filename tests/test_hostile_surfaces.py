@@ -539,3 +539,40 @@ def test_sigkill_with_tracking_and_tensorboard_then_resume_matches_an_uninterrup
         return {t: [(e.step, round(e.value, 5)) for e in accumulator.Scalars(t)] for t in kept}
 
     assert events(tmp_path / "run") == events(tmp_path / "reference" / "run")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "arguments", "message"),
+    [
+        ("dynamics.jsonl", '{"step": 0, "model": "\x01"}\n{"step": 1}\n', ["dynamics"], "dynamics.jsonl, line 1"),
+        ("probes/probe.json", '{"checkpoint": "\x01"}', ["compare"], "probe.json is not valid JSON"),
+        ("summary.json", '{"steps": "\x1f"}', ["compare"], "summary.json is not valid JSON"),
+        ("run.json", '{"settings": "\x00"}', ["train"], "run.json is not valid JSON"),
+    ],
+    ids=["dynamics", "probe.json", "summary.json", "run.json on resume"],
+)
+def test_run_files_with_control_characters_are_named_as_damaged(name, content, arguments, message, copies, runs):
+    run = copies / "mqar"
+    (run / name).parent.mkdir(exist_ok=True)
+    (run / name).write_text(content)
+    command = arguments[0]
+    full = {
+        "dynamics": ["dynamics", str(run), "-o", str(copies / "d.png")],
+        "compare": ["compare", str(runs / "mqar"), str(run), "-o", str(copies / "c")],
+        "train": ["train", str(run)],
+    }[command]
+    _invoke_unchanged(run, full, 2, message)
+
+
+def test_a_damaged_effective_json_changes_no_comparison(copies, runs):
+    """compare derives each run's effective settings from its model, never from RUN/effective.json."""
+    shutil.copytree(copies / "mqar", copies / "intact")
+    (copies / "mqar" / "effective.json").write_text('{"a": "\x02"}')
+
+    def fairness(run):
+        result = runner.invoke(app, ["compare", str(runs / "mqar"), str(run), "-o", str(run) + "-c", "--json"])
+        assert result.exit_code == 0, result.output
+        return [r for r in json.loads(result.stdout)["rows"] if r["section"] == "fairness"]
+
+    damaged, intact = fairness(copies / "mqar"), fairness(copies / "intact")
+    assert damaged and damaged == intact
