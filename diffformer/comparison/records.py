@@ -11,7 +11,7 @@ from diffformer.errors import CheckpointError, DiffformerError
 from diffformer.model.effective import effective_settings
 from diffformer.probes.results import ProbeReport
 from diffformer.recipe import Recipe
-from diffformer.run_folder import MODEL_FILE, read_probe
+from diffformer.run_folder import MODEL_FILE, read_probe, unfinished_note
 
 
 @dataclass
@@ -37,6 +37,11 @@ class RunRecord:
     def settings(self) -> dict:
         """The recipe as plain data (resolved, as a run folder stores it): what comparisons tell runs apart by."""
         return self.recipe.stored()
+
+    @property
+    def unfinished(self) -> str | None:
+        """ "unfinished: step N of M" when the weights read are from before the recipe's last step."""
+        return unfinished_note(self.step, self.recipe.train.steps, self.stopped_early_at)
 
     @property
     def seed(self) -> int:

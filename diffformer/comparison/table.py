@@ -32,7 +32,6 @@ from diffformer.dynamics import milestones
 from diffformer.errors import RecipeError
 from diffformer.probes.results import RetrievalGrid
 from diffformer.recipe.fingerprint import defining_settings
-from diffformer.run_folder import unfinished_note
 from diffformer.strict_json import json_ready
 
 UNCOMPARED_KEYS = ("seed",)
@@ -93,9 +92,9 @@ def compare_records(
     rows = _rows(columns, average_attention)
     warnings = _fairness_warnings(rows, labels, differences)
     for label, group in zip(labels, columns):
-        notes_of = [unfinished_note(r.step, r.recipe.train.steps, r.stopped_early_at) for r in group]
+        unfinished = [r.unfinished for r in group if r.unfinished]
         warnings += [
-            f"⚠ {label}: {note} (its numbers rest on weights from before training ended)" for note in notes_of if note
+            f"⚠ {label}: {note} (its numbers rest on weights from before training ended)" for note in unfinished
         ]
     machines = list(dict.fromkeys(r.machine for group in columns for r in group if r.machine))
     runs = [[str(r.path) for r in group] for group in columns]

@@ -235,10 +235,10 @@ class Attention(nn.Module):
         values[:, :, s]: what one-hot attention on s gives. values: (B, heads, K, w), the values each output
         head reads at every position 0..K−1 the rows can see (a decoding cache's included).
         Under the uniform-attention control every row first becomes the mean of the values it can see."""
-        if self.uniform and call.masked_keys is not None:
+        if self.uniform and call.masked_keys is not None:  # the control's rows as capture shows them
             queries = call.query_positions(attended.shape[2], values.device)
-            visible = (~hidden_keys(queries, values.shape[2], call.masked_keys)).float()
-            attended = ((visible / visible.sum(-1, keepdim=True)) @ values.float()).to(attended.dtype)
+            rows = uniform_maps(1, 1, queries, values.shape[2], call.masked_keys).weights[0, 0]
+            attended = (rows @ values.float()).to(attended.dtype)
         elif self.uniform:
             length = attended.shape[2]
             seen = call.query_positions(length, values.device).float() + 1
