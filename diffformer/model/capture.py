@@ -25,7 +25,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from diffformer.model.position import alibi_bias
+from diffformer.model.position import alibi_bias, alibi_bias_for_range
 
 
 @dataclass
@@ -115,16 +115,20 @@ def causal_logits(
     positions: torch.Tensor,
     alibi_slopes: torch.Tensor | None = None,
     masked_keys: torch.Tensor | None = None,
+    first_position: int | None = None,
 ) -> torch.Tensor:
     """Scaled scores of query rows at `positions` against keys 0..K−1 (plus ALiBi's bias), −inf on the keys
     a row may not see (`hidden_keys`: future keys, and those an attention layout masks, `masked_keys`).
 
     q_rows: (B, heads, P, d_head), the queries at `positions` (P,); k: (B, heads, K, d_head)
-    -> (B, heads, P, K), float32; alibi_slopes: (heads,) or None.
+    -> (B, heads, P, K), float32; alibi_slopes: (heads,) or None. first_position: when `positions` is the range
+    first_position … first_position+P−1 (a block of a forward), ALiBi's bias comes from the shared cache.
     """
     scale = q_rows.shape[-1] ** -0.5
     scores = (q_rows.float() @ k.float().transpose(-1, -2)) * scale
-    if alibi_slopes is not None:
+    if alibi_slopes is not None and first_position is not None:
+        scores = scores + alibi_bias_for_range(alibi_slopes, first_position, len(positions), k.shape[-2])
+    elif alibi_slopes is not None:
         scores = scores + alibi_bias(alibi_slopes, positions, k.shape[-2])
     return scores.masked_fill(hidden_keys(positions, k.shape[-2], masked_keys), float("-inf"))
 

@@ -9,6 +9,9 @@ which penalises distance the same way at any length, so models can run beyond th
 training length (docs/formulas.md §10).
 """
 
+import weakref
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -69,6 +72,47 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
     slopes = geometric(power) + geometric(2 * power)[0::2][: heads - power]
     return torch.tensor(slopes, dtype=torch.float32)
+
+
+# ALiBi's bias depends only on the slopes, the query range and the number of keys, so it is built once per
+# (slopes, range, keys, device, dtype) and shared by every layer with those slopes, instead of rebuilt by every
+# layer on every forward. Entries are (maps, T, K) float tensors: a few are kept, the least recently used go.
+USE_BIAS_CACHE = True  # benchmarks/position_bias.py turns it off to measure what the cache saves
+BIAS_CACHE_ENTRIES = 8
+_bias_cache: OrderedDict = OrderedDict()
+_slope_values: dict[int, tuple] = {}  # id of a slopes tensor -> its values, read once (forgotten with the tensor)
+
+
+def alibi_bias_for_range(
+    slopes: torch.Tensor, first: int, length: int, keys: int, causal_mask: bool = False, dtype=torch.float32
+) -> torch.Tensor:
+    """alibi_bias for the query positions first … first+length−1, from the cache; with `causal_mask`, −inf on
+    the keys after each query as well (the additive mask SDPA takes). Not cached while compiling (the graph
+    builds it itself) or with USE_BIAS_CACHE off. Callers must not modify the result in place."""
+    if not USE_BIAS_CACHE or torch.compiler.is_compiling():
+        return _range_bias(slopes, first, length, keys, causal_mask, dtype)
+    values = _slope_values.get(id(slopes))
+    if values is None:  # one read per tensor (on a GPU, one synchronisation), not one per forward
+        values = _slope_values[id(slopes)] = tuple(slopes.tolist())
+        weakref.finalize(slopes, _slope_values.pop, id(slopes), None)
+    key = (values, slopes.device, first, length, keys, causal_mask, dtype)
+    cached = _bias_cache.get(key)
+    if cached is None:
+        cached = _bias_cache[key] = _range_bias(slopes, first, length, keys, causal_mask, dtype)
+        while len(_bias_cache) > BIAS_CACHE_ENTRIES:
+            _bias_cache.popitem(last=False)
+    else:
+        _bias_cache.move_to_end(key)
+    return cached
+
+
+def _range_bias(slopes, first: int, length: int, keys: int, causal_mask: bool, dtype) -> torch.Tensor:
+    positions = torch.arange(first, first + length, device=slopes.device)
+    bias = alibi_bias(slopes, positions, keys)
+    if causal_mask:
+        future = torch.arange(keys, device=slopes.device)[None, :] > positions[:, None]
+        bias = bias.masked_fill(future, float("-inf"))
+    return bias.to(dtype)
 
 
 def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, keys: int) -> torch.Tensor:

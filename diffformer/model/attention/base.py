@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.capture import AttentionCapture, AttentionMaps, causal_logits, hidden_keys
 from diffformer.model.decoding import LayerCache
-from diffformer.model.position import RotaryEmbedding, alibi_bias, alibi_slopes
+from diffformer.model.position import RotaryEmbedding, alibi_bias, alibi_bias_for_range, alibi_slopes
 from diffformer.sections import Section
 
 if TYPE_CHECKING:
@@ -161,6 +161,9 @@ class Attention(nn.Module):
         of positions 0..K−1 (see keys_and_values): key j ≤ query position i unless the call's layout masks
         it, plus ALiBi's bias."""
         length, keys = q.shape[-2], k.shape[-2]
+        if self.alibi_slopes is not None and call.masked_keys is None:  # the common ALiBi case: one cached mask
+            mask = alibi_bias_for_range(self.alibi_slopes, call.offset, length, keys, causal_mask=True, dtype=q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         queries = call.query_positions(length, q.device)
         bias = self.position_bias(queries, keys)
         if bias is None and call.offset == 0 and keys == length and call.masked_keys is None:
@@ -310,7 +313,8 @@ class SingleMapAttention(Attention):
 
     def _explicit_rows(self, q_rows, k_prefix, v_prefix, first_position: int, masked_keys) -> torch.Tensor:
         positions = torch.arange(first_position, first_position + q_rows.shape[-2], device=q_rows.device)
-        weights = self.map_weights(causal_logits(q_rows, k_prefix, positions, self.alibi_slopes, masked_keys))
+        logits = causal_logits(q_rows, k_prefix, positions, self.alibi_slopes, masked_keys, first_position)
+        weights = self.map_weights(logits)
         return weights.to(v_prefix.dtype) @ v_prefix
 
     def maps(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, masked_keys=None) -> AttentionMaps:

@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from diffformer.model.attention.base import AttentionCall, AttentionKindConfig, SingleMapAttention
 from diffformer.model.capture import AttentionMaps, causal_logits, hidden_keys
 from diffformer.model.focus_scoring import FocusScorer
-from diffformer.model.position import alibi_bias
+from diffformer.model.position import alibi_bias_for_range
 
 # Masked scores enter the column log-sum-exp as a large finite number, not −inf,
 # so no inf − inf can arise in the cumulative log-sum-exp or its gradient.
@@ -234,7 +234,9 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slop
     scores = ((q_block * scale) @ k_prefix.transpose(-1, -2)).to(carry_prefix.dtype)
     query_index = torch.arange(first_query, first_query + q_block.shape[-2], device=q_block.device)
     if slopes is not None:
-        scores = scores + alibi_bias(slopes, query_index, k_prefix.shape[-2]).to(scores.dtype)
+        scores = scores + alibi_bias_for_range(
+            slopes, first_query, q_block.shape[-2], k_prefix.shape[-2], dtype=scores.dtype
+        )
     key_index = torch.arange(k_prefix.shape[-2], device=q_block.device)
     future = key_index[None, :] > query_index[:, None]
     masked_scores = scores.masked_fill(future, MASKED_SCORE)
