@@ -12,6 +12,7 @@ optimizer; times are the median step over --steps after --warmup steps, synchron
 """
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -119,9 +120,8 @@ def measure(args) -> list[dict]:
     peak, _ = datasheet_peak(device)
     rows = []
     compile_modes = [False] if args.no_compile else [False, True]
-    shapes = [(kind, length) for length in args.lengths for kind in args.kinds]
-    for (kind, length), precision, compiled in (
-        (shape, p, c) for shape in shapes for p in args.precisions for c in compile_modes
+    for length, kind, precision, compiled in itertools.product(
+        args.lengths, args.kinds, args.precisions, compile_modes
     ):
         config = ModelConfig(
             vocab_size=50304,

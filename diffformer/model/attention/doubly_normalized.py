@@ -203,8 +203,8 @@ def masked_doubly_normalized_rows(q, k, mix, sink_logit, slopes, masked_keys: to
     column = counted.logsumexp(dim=-2)  # (B, H, i, j)
     if sink_logit is not None:
         column = torch.logaddexp(column, sink_logit.float().view(1, -1, 1, 1))
-    visible = sees  # row i's keys are the positions it sees
-    logits = (scores - mix * column.masked_fill(~visible, 0.0)).masked_fill(~visible, float("-inf"))
+    # Row i's keys are the positions it sees, the same set as the queries its normalisers count.
+    logits = (scores - mix * column.masked_fill(~sees, 0.0)).masked_fill(~sees, float("-inf"))
     return logits.softmax(dim=-1)
 
 
