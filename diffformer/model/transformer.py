@@ -16,6 +16,7 @@ from diffformer.model.attention.registry import kind_entry
 from diffformer.model.config import ModelConfig
 from diffformer.model.decoding import DecodingCache
 from diffformer.model.heads import make_heads_identical
+from diffformer.model.hooks import HookPoint
 from diffformer.model.instruments import Instruments
 from diffformer.model.norm import RMSNorm
 from diffformer.model.position import RotaryEmbedding
@@ -44,10 +45,16 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
         self.dropout = nn.Dropout(config.dropout)
+        # Named hook points (model/hooks.py): the residual stream and what each sub-layer adds to it.
+        self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor, call: AttentionCall) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), call))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        x = self.hook_resid_pre.through(x)
+        x = self.hook_resid_mid.through(
+            x + self.dropout(self.hook_attn_out.through(self.attention(self.attention_norm(x), call)))
+        )
+        return self.hook_resid_post.through(x + self.dropout(self.hook_mlp_out.through(self.mlp(self.mlp_norm(x)))))
 
 
 class Transformer(nn.Module):
@@ -64,6 +71,7 @@ class Transformer(nn.Module):
         )
         rotary = RotaryEmbedding(config.d_head, config.max_seq_len) if config.position == "rope" else None
         self.dropout = nn.Dropout(config.dropout)
+        self.hook_embed = HookPoint()  # token (+ learned position) embeddings, before the first block
         self.blocks = nn.ModuleList(Block(config, i, rotary) for i in range(config.n_layers))
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -133,7 +141,7 @@ class Transformer(nn.Module):
                     "the longest position a learned position embedding knows"
                 )
             x = x + self.position_embedding(torch.arange(past, end, device=tokens.device))
-        x = self.dropout(x)
+        x = self.dropout(self.hook_embed.through(x))
         recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for index, block in enumerate(self.blocks):
             call = self.attention_call(index, past, cache, recompute)

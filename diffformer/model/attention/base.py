@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.capture import AttentionCapture, AttentionMaps, causal_logits, hidden_keys
 from diffformer.model.decoding import LayerCache
+from diffformer.model.hooks import HookPoint
 from diffformer.model.position import RotaryEmbedding, alibi_bias, alibi_bias_for_range, alibi_slopes
 from diffformer.sections import Section
 
@@ -121,6 +122,8 @@ class Attention(nn.Module):
     config_class: ClassVar[type[AttentionKindConfig]]
     # Whether the decoding cache reproduces a full pass under an attention layout (masked_keys).
     caches_under_layout: ClassVar[bool] = True
+    # Whether the kind's maps are A1 − λ·A2 (it then has hook_pattern_1, hook_pattern_2 and hook_lambda).
+    differential_hooks: ClassVar[bool] = False
 
     def __init__(self, model: "ModelConfig", layer_index: int, rotary: RotaryEmbedding | None):
         super().__init__()
@@ -135,6 +138,46 @@ class Attention(nn.Module):
         self.output_heads = self.n_heads  # heads whose outputs are mixed (differential V1: its pairs)
         # Non-persistent: derived from the config, so checkpoints do not carry it.
         self.register_buffer("alibi_slopes", None, persistent=False)
+        # Named hook points (model/hooks.py, docs/hooks.md); identities until a function is attached.
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_pattern, self.hook_z = HookPoint(), HookPoint()
+        if self.differential_hooks:
+            self.hook_pattern_1, self.hook_pattern_2, self.hook_lambda = HookPoint(), HookPoint(), HookPoint()
+
+    def project_heads(self, projected: torch.Tensor, heads: int, hook: HookPoint) -> torch.Tensor:
+        """A projection's output (B, T, heads·w) as heads (B, heads, T, w), through `hook` in between, where it
+        is laid out (B, T, heads, w) as TransformerLens lays out hook_q, hook_k and hook_v."""
+        batch, length, _ = projected.shape
+        return hook.through(projected.view(batch, length, heads, -1)).transpose(1, 2)
+
+    def pattern_hooked(self) -> bool:
+        """Whether a function is attached to one of this layer's attention patterns (hook_pattern*)."""
+        points = [self.hook_pattern]
+        if self.differential_hooks:
+            points += [self.hook_pattern_1, self.hook_pattern_2]
+        return any(point.active for point in points)
+
+    def through_pattern_hooks(self, attended, values, call: AttentionCall, maps_of, q: torch.Tensor, *inputs):
+        """`attended` (B, heads, T, w), what the fast path computed, unless a pattern hook is attached: then the
+        layer's maps over the whole sequence, through hook_pattern_1, hook_pattern_2 (differential kinds: the
+        effective map is rebuilt as A1 − λ·A2 from what they return) and hook_pattern, applied to `values`
+        (B, heads, T, w), the values each output head reads. maps_of and its inputs are the kind's map function."""
+        if not self.pattern_hooked():
+            return attended
+        if call.cache is not None:
+            raise ValueError("pattern hooks (hook_pattern*) read whole sequences: run without a decoding cache")
+        if self.uniform:
+            raise ValueError("the uniform-attention control applies no attention pattern to hook")
+        length = q.shape[-2]
+        maps = maps_of(q, *inputs, positions=torch.arange(length, device=q.device), masked_keys=call.masked_keys)
+        weights = maps.weights
+        if maps.differential is not None:
+            first = self.hook_pattern_1.through(maps.differential.a1)
+            second = self.hook_pattern_2.through(maps.differential.a2)
+            lam = maps.differential.lam
+            weights = first - (lam if lam.dim() == 0 else lam[..., None]) * second
+        weights = self.hook_pattern.through(weights)
+        return (weights.to(values.dtype) @ values).to(attended.dtype)
 
     def set_alibi_slopes(self, slopes: torch.Tensor) -> None:
         """With position `alibi`: the slope of each map this kind computes, in the order it lays them out."""
@@ -227,6 +270,8 @@ class Attention(nn.Module):
         residual projection; a call's head edit (ablation, patching) sees and may replace them first."""
         if call.head_edit is not None:
             heads = call.head_edit(self.layer_index, heads)
+        if self.hook_z.active:  # laid out (B, T, heads, w), as TransformerLens's hook_z
+            heads = self.hook_z.through(heads.transpose(1, 2)).transpose(1, 2)
         return self.residual_projection(merge_heads(heads))
 
     def penalty(self) -> torch.Tensor | None:
@@ -279,13 +324,14 @@ class SingleMapAttention(Attention):
         return self.out_proj
 
     def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
-        q = split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, d)
-        k = split_heads(self.k_proj(x), self.n_kv_heads)  # (B, G, T, d)
-        v = split_heads(self.v_proj(x), self.n_kv_heads)
+        q = self.project_heads(self.q_proj(x), self.n_heads, self.hook_q)  # (B, H, T, d)
+        k = self.project_heads(self.k_proj(x), self.n_kv_heads, self.hook_k)  # (B, G, T, d)
+        v = self.project_heads(self.v_proj(x), self.n_kv_heads, self.hook_v)
         q, k = self.rotate(call, q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
         k, v = self.keys_and_values(k, v, call)  # (B, H, K, d): every key the queries may see
-        out = self.forced(self.attend(q, k, v, call), v, call)
+        attended = self.through_pattern_hooks(self.attend(q, k, v, call), v, call, self.maps, q, k)
+        out = self.forced(attended, v, call)
         self.record_maps(call, self.maps, q, k)
         return self.write_heads(out.to(x.dtype), call)
 
@@ -329,12 +375,6 @@ def uniform_maps(batch: int, heads: int, positions: torch.Tensor, keys: int, mas
     visible = ~hidden_keys(positions, keys, masked_keys)  # (P, T)
     weights = visible.float() / visible.sum(-1, keepdim=True)
     return AttentionMaps(weights.expand(batch, heads, -1, -1), {}, positions)
-
-
-def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, T, n_heads·d) -> (B, n_heads, T, d)."""
-    batch, length, _ = x.shape
-    return x.view(batch, length, n_heads, -1).transpose(1, 2)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ from diffformer.model.attention.base import (
     AttentionKindConfig,
     MapLayout,
     repeat_kv_groups,
-    split_heads,
 )
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 from diffformer.model.focus_scoring import FocusScorer
@@ -99,6 +98,7 @@ class DifferentialConfig(AttentionKindConfig):
 
 class DifferentialAttention(Attention):
     config_class = DifferentialConfig
+    differential_hooks = True
 
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
@@ -153,10 +153,10 @@ class DifferentialAttention(Attention):
     def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
         batch, length, _ = x.shape
         P, G, d = self.n_pairs, self.n_kv_pairs, self.d_head
-        q = split_heads(self.q_proj(x), self.n_heads)  # (B, 2P, T, d), sub-head 2p+s
-        k = split_heads(self.k_proj(x), self.n_kv_heads)  # (B, 2G, T, d)
+        q = self.project_heads(self.q_proj(x), self.n_heads, self.hook_q)  # (B, 2P, T, d), sub-head 2p+s
+        k = self.project_heads(self.k_proj(x), self.n_kv_heads, self.hook_k)  # (B, 2G, T, d)
         q, k = self.rotate(call, q, k)
-        v = split_heads(self.v_proj(x), G)  # (B, G, T, 2d)
+        v = self.project_heads(self.v_proj(x), G, self.hook_v)  # (B, G, T, 2d)
         # One SDPA call serves both maps: heads are regrouped "map-major" ([all first maps,
         # all second maps]) so GQA's grouping sends map s of pair p to key head s of its group.
         # Fused kernels need q/k as wide as V; zero-padding q and k to 2d leaves every q·k
@@ -169,9 +169,17 @@ class DifferentialAttention(Attention):
             q_wide, repeat_kv_groups(k_wide, 2 * P), repeat_kv_groups(v_both, 2 * P), call, scale=d**-0.5
         )
         maps_out = attended.view(batch, 2, P, length, 2 * d)  # (B, map, pair, T, 2d)
-        lam = self.lambda_value()
+        lam = self.hook_lambda.through(self.lambda_value())
+        pair_values = repeat_kv_groups(v, P)  # (B, P, K, 2d)
+        diff = self.through_pattern_hooks(
+            maps_out[:, 0] - lam * maps_out[:, 1],
+            pair_values,
+            call,
+            differential_maps,
+            *(q_wide[..., :d], k_wide[..., :d], lam, self.alibi_slopes),
+        )
         # Forcing makes the effective map A1 − λ·A2 one-hot: the pair's output is its value alone.
-        diff = self.forced(maps_out[:, 0] - lam * maps_out[:, 1], repeat_kv_groups(v, P), call)
+        diff = self.forced(diff, pair_values, call)
         heads = self.subln(diff) * (1 - self.lambda_init)
         if self.similarity_penalty and self.training:
             every_query = torch.arange(length, device=x.device)

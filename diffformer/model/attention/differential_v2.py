@@ -19,7 +19,6 @@ from diffformer.model.attention.base import (
     AttentionKindConfig,
     MapLayout,
     repeat_kv_groups,
-    split_heads,
 )
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 from diffformer.model.position import alibi_slopes
@@ -38,6 +37,7 @@ class DifferentialV2Config(AttentionKindConfig):
 
 class DifferentialV2Attention(Attention):
     config_class = DifferentialV2Config
+    differential_hooks = True
 
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
@@ -54,15 +54,17 @@ class DifferentialV2Attention(Attention):
         return self.o_proj
 
     def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
-        q = split_heads(self.q_proj(x), 2 * self.n_heads)  # (B, 2H, T, d)
-        k = split_heads(self.k_proj(x), self.n_kv_heads)
-        v = split_heads(self.v_proj(x), self.n_kv_heads)
+        q = self.project_heads(self.q_proj(x), 2 * self.n_heads, self.hook_q)  # (B, 2H, T, d)
+        k = self.project_heads(self.k_proj(x), self.n_kv_heads, self.hook_k)
+        v = self.project_heads(self.v_proj(x), self.n_kv_heads, self.hook_v)
         q, k = self.rotate(call, q, k)
         k, v = repeat_kv_groups(k, 2 * self.n_heads), repeat_kv_groups(v, 2 * self.n_heads)
         k, v = self.keys_and_values(k, v, call)  # (B, 2H, K, d)
         attn = self.causal_attention(q, k, v, call)  # (B, 2H, T, d)
-        lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
-        out = self.forced(attn[:, 0::2] - lam * attn[:, 1::2], v[:, 0::2], call)
+        lam = self.hook_lambda.through(torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1))  # (B, H, T, 1)
+        out = attn[:, 0::2] - lam * attn[:, 1::2]
+        out = self.through_pattern_hooks(out, v[:, 0::2], call, differential_v2_maps, q, k, lam, self.alibi_slopes)
+        out = self.forced(out, v[:, 0::2], call)
         self.record_maps(call, differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.write_heads(out.to(x.dtype), call)
 
