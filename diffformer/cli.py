@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from diffformer import __version__
-from diffformer.cli_inspection import attention, dynamics, export, sample
+from diffformer.cli_inspection import attention, dynamics, export, patch, sample
 from diffformer.console import (
     DeviceOption,
     OneLineErrors,
@@ -329,6 +329,7 @@ app.command()(sample)
 app.command()(attention)
 app.command()(dynamics)
 app.command()(export)
+app.command()(patch)
 
 
 if __name__ == "__main__":

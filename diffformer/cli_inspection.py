@@ -160,6 +160,87 @@ def attention(
         stdout.print("wrote " + ", ".join(str(f) for f in files))
 
 
+def patch(
+    run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint of an mqar or needle run.")],
+    by: Annotated[
+        str, typer.Option("--by", help="layers (attention / MLP / residual), heads, or positions.")
+    ] = "heads",
+    examples: Annotated[
+        int, typer.Option("--examples", "-n", min=2, max=4096, help="Held-out sequences to patch.")
+    ] = 128,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The heatmap (default RUN/patching-BY.png).")
+    ] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Other data settings for held-out examples: --set data.depth=0.5 ...")
+    ] = [],
+    device: DeviceOption = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the shares restored as JSON.")] = False,
+) -> None:
+    """Activation patching: which layers, heads or positions carry the answer. Each held-out sequence is
+    corrupted by changing its answer's value in the evidence; every cell reruns the corrupted sequence with
+    one clean activation and shows the share of the clean–corrupted logit gap it restores (docs/formulas.md §26)."""
+    from diffformer.console import cell_progress, stderr
+    from diffformer.probes.patching import draw_patching, patch_run
+
+    with user_errors(as_json):
+        with cell_progress(stderr, "patching") as on_cell:
+            report = patch_run(run, by, examples, device, set_, on_cell)
+        from diffformer.run_folder import locate
+
+        folder, _ = locate(run)
+        figure = draw_patching(
+            report, f"{folder.path.name} · patching by {by}", output or folder.path / f"patching-{by}.png"
+        )
+    if as_json:
+        print_json({**report.to_json(), "figure": str(figure)})
+        return
+    _render_patching(report)
+    stdout.print(f"wrote {figure}")
+
+
+SHOWN_POSITION_SHARE = 0.05  # positions restoring less than this in every layer stay out of the table
+
+
+def _render_patching(report) -> None:
+    """Layers × columns; by position, transposed (a row per position) and only the positions that matter."""
+    title = f"share of the clean–corrupted logit gap restored, by {report.by} (95% interval)"
+    table = Table(title=title)
+    table.add_column("position" if report.by == "positions" else "")
+    cells = {
+        (r, c): f"{share:.2f} [dim]({low:.2f}…{high:.2f})[/dim]"
+        for r, (shares, lows, highs) in enumerate(zip(report.restored, report.low, report.high))
+        for c, (share, low, high) in enumerate(zip(shares, lows, highs))
+    }
+    if report.by == "positions":
+        for name in report.rows:
+            table.add_column(name, justify="right")
+        shown = [
+            c for c in range(len(report.columns)) if any(abs(row[c]) >= SHOWN_POSITION_SHARE for row in report.restored)
+        ]
+        for c in shown:
+            table.add_row(report.columns[c], *(cells[r, c] for r in range(len(report.rows))))
+        left = len(report.columns) - len(shown)
+        hidden = (
+            f" · {left} positions under {SHOWN_POSITION_SHARE} in every layer left out (see --json)" if left else ""
+        )
+    else:
+        for column in report.columns:
+            table.add_column(column, justify="right")
+        for r, name in enumerate(report.rows):
+            table.add_row(name, *(cells[r, c] for c in range(len(report.columns))))
+        hidden = ""
+    row, column, share = report.strongest()
+    table.caption = (
+        f"{report.sequences} sequences · logit difference clean {report.clean_metric:.2f}, corrupted "
+        f"{report.corrupted_metric:.2f} · clean accuracy {report.clean_accuracy:.3f} · "
+        f"most: {row}, {column} ({share:.2f}){hidden}"
+    )
+    stdout.print(table)
+    for note in report.notes:
+        stdout.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
 def export(
     run: Annotated[Path, typer.Argument(help="A run folder or a .safetensors checkpoint of a language model.")],
     output: Annotated[Path, typer.Argument(help="A new folder for the Hugging Face files.")],

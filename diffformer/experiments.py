@@ -91,6 +91,7 @@ FOCUS_LAB = FocusLabExperiment(
         "probe": "it is measured while training (RUN/dynamics.jsonl, diffformer dynamics) and by diffformer "
         "eval; the probes read language models",
         "quantize": "low-bit evaluation reads language models",
+        "patch": "it has no transformer blocks to patch; activation patching reads language models",
     },
 )
 
