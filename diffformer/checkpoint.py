@@ -149,6 +149,28 @@ def _write_model(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -
     fsync_file(path)
 
 
+def save_model_weights(model: torch.nn.Module, path: Path, stored_recipe: dict) -> None:
+    """A model file outside a run (its recipe may hold a model section alone), at step 0: what `diffformer
+    import` writes and a recipe's `init_from` reads."""
+    _write_model(model, path, _model_metadata(stored_recipe, TrainingProgress()))
+
+
+def start_from(source: Path, model: torch.nn.Module, config: ModelConfig) -> None:
+    """Load the weights a recipe's `init_from` names (a run folder or a .safetensors model file) into `model`,
+    built from the recipe's model section, which must describe the same model (docs/formulas.md §27)."""
+    from diffformer.recipe.fingerprint import differences, flatten
+
+    _, file = locate(source)
+    info = read_checkpoint_info(file)
+    changed = differences(flatten(info.model_config.model_dump(mode="json")), flatten(config.model_dump(mode="json")))
+    if changed:
+        raise RecipeError(
+            f"init_from {file}: its model differs from the recipe's model section ({changed[0]}"
+            f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}); copy its model section"
+        )
+    load_model(model, str(file), strict=True, device=str(next(model.parameters()).device))
+
+
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
@@ -336,4 +358,6 @@ def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> 
     data = info.stored_recipe.get("data") or {}
     model = experiment_for(data).build_model(info.model_config, data)
     load_model(model, str(file), strict=True, device=str(device))
+    if hasattr(model, "at_step"):  # a kind's schedule (λ warm-up) as it stood at this checkpoint
+        model.at_step(info.step)
     return LoadedModel(model.to(device), info.recipe, info.stored_recipe, info.step, info.tokens_seen, file, folder)

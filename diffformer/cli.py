@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from diffformer import __version__
-from diffformer.cli_inspection import attention, dynamics, export, patch, sample
+from diffformer.cli_inspection import attention, dynamics, export, import_, patch, sample
 from diffformer.console import (
     DeviceOption,
     OneLineErrors,
@@ -330,6 +330,7 @@ app.command()(attention)
 app.command()(dynamics)
 app.command()(export)
 app.command()(patch)
+app.command("import")(import_)
 
 
 if __name__ == "__main__":

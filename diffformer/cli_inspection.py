@@ -263,6 +263,50 @@ def export(
         stdout.print(f"wrote a {layout} folder{loading}: " + ", ".join(f.name for f in files))
 
 
+def import_(
+    source: Annotated[
+        Path, typer.Argument(help="A transformers folder (config.json, model.safetensors): Llama or GPT-2.")
+    ],
+    output: Annotated[Path, typer.Argument(help="A new folder for the diffformer weights.")],
+    attention_kind: Annotated[
+        str, typer.Option("--attention", help="vanilla (exact), differential or differential_v2 (converted).")
+    ] = "vanilla",
+    second_map: Annotated[
+        str,
+        typer.Option("--second-map", help="Differential: the second maps start zero (uniform) or mirror the first."),
+    ] = "zero",
+    sublayer_norm: Annotated[
+        bool, typer.Option("--sublayer-norm", help="Differential V1: keep the paper's per-head RMSNorm·(1 − λ_init).")
+    ] = False,
+    lambda_warmup: Annotated[
+        int, typer.Option("--lambda-warmup", min=0, help="Differential: λ grows from 0 over this many training steps.")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the import record as JSON.")] = False,
+) -> None:
+    """Import a pretrained Hugging Face model as diffformer weights, its attention kept or converted to differential
+    attention; prints how far the converted logits start from the pretrained ones, and writes finetune.yaml, a
+    recipe that continues training it (init_from) on text with the model's own tokenizer."""
+    from diffformer.hf.importing import Conversion, import_pretrained
+
+    with user_errors(as_json):
+        conversion = Conversion(attention_kind, second_map, sublayer_norm, lambda_warmup)
+        files, record = import_pretrained(source, output, conversion)
+    if as_json:
+        print_json({**record, "files": [str(f) for f in files]})
+        return
+    distance = record["distance_at_step_0"]
+    stdout.print(
+        f"imported a {record['model_type']} model as {attention_kind} ({record['parameters']['converted']:,} "
+        f"parameters) into {output}"
+    )
+    stdout.print(
+        f"at step 0 against the pretrained logits ({distance['sequences']} random sequences of {distance['length']} "
+        f"tokens): max |Δ logit| {distance['max_abs_logit_difference']:.3g}, mean KL "
+        f"{distance['mean_kl_per_token']:.3g} nats/token, top-1 agreement {distance['top1_agreement']:.3f}"
+    )
+    stdout.print(f"continue training: diffformer train {output / 'finetune.yaml'}")
+
+
 def dynamics(
     run: Annotated[Path, typer.Argument(help="A run folder trained with a track: section.")],
     output: Annotated[

@@ -22,6 +22,7 @@ from diffformer.hf.llama import llama_config, llama_weights
 from diffformer.hf.remote_code import copy_remote_code, remote_config, remote_weights
 from diffformer.metrics import uncertainty_text
 from diffformer.model.attention.registry import kind_entry, kinds_with
+from diffformer.model.position import ROPE_BASE
 
 
 def is_llama(config) -> bool:
@@ -42,11 +43,30 @@ def export_run(path: Path | str, output: Path, license_: str = "other") -> tuple
             f"cannot export {loaded.path}: its task masks keys beyond causality (an attention layout, "
             "docs/formulas.md §23), and Hugging Face models are causal only"
         )
+    model_config = loaded.model.config
+    refusal = model_config.attention.export_refusal()
+    if refusal is not None:
+        raise RecipeError(f"cannot export {loaded.path}: {refusal}")
+    if any(getattr(block.attention, "lambda_ramp", 1.0) < 1.0 for block in loaded.model.blocks):
+        raise RecipeError(
+            f"cannot export {loaded.path}: λ is still warming up at step {loaded.step} "
+            f"(lambda_warmup_steps {model_config.attention.lambda_warmup_steps}); train past it first"
+        )
+    if not model_config.llama_architecture:
+        raise RecipeError(
+            f"cannot export {loaded.path}: its blocks have {model_config.norm}, {model_config.mlp}"
+            f"{' and biases' if model_config.bias else ''}; the exported layouts (Llama, diffformer's modelling "
+            "code) have RMSNorm, SwiGLU and no biases"
+        )
+    if model_config.rope_theta != ROPE_BASE and not is_llama(model_config):
+        raise RecipeError(
+            f"cannot export {loaded.path}: diffformer's modelling code rotates with θ = {ROPE_BASE:g}, "
+            f"this run with {model_config.rope_theta:g}"
+        )
     if output.exists() and not output.is_dir():
         raise RecipeError(f"export folder {output} is a file; choose a new folder")
     if output.exists() and any(output.iterdir()):
         raise RecipeError(f"export folder {output} is not empty; choose a new folder")
-    model_config = loaded.model.config
     llama = is_llama(model_config)
     config = llama_config(model_config) if llama else remote_config(model_config)
     weights = llama_weights(loaded.model) if llama else remote_weights(loaded.model)

@@ -17,6 +17,15 @@ def interleaved_to_half(weight: torch.Tensor, heads: int) -> torch.Tensor:
     return per_head[:, order].reshape(rows, width)
 
 
+def half_to_interleaved(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """The inverse of interleaved_to_half: Llama's rows (halves) back to diffformer's pairs (import)."""
+    rows, width = weight.shape
+    per_head = weight.view(heads, rows // heads, width)
+    half = rows // heads // 2
+    order = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
+    return per_head[:, order].reshape(rows, width)
+
+
 def transformers_shape(config) -> dict:
     """A ModelConfig's shape under the names transformers uses (Llama's; the exported modelling code reuses them)."""
     return {
@@ -42,8 +51,8 @@ def llama_config(config) -> dict:
         "tie_word_embeddings": config.tie_embeddings,
         "attention_bias": False,
         "mlp_bias": False,
-        "rope_theta": 10000.0,
-        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "rope_theta": config.rope_theta,
+        "rope_parameters": {"rope_theta": config.rope_theta, "rope_type": "default"},
     }
 
 

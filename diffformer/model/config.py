@@ -31,8 +31,18 @@ class ModelConfig(Section):
         None,
         gt=0,
         le=MAX_WIDTH * 4,
-        description="SwiGLU hidden width; default 8/3·d_model rounded up to a multiple of 64.",
+        description="MLP hidden width; default 8/3·d_model rounded up to a multiple of 64 (swiglu), 4·d_model (gelu).",
     )
+    norm: Literal["rmsnorm", "layernorm"] = Field(
+        "rmsnorm", description="The blocks' and the final norm: rmsnorm (Llama), layernorm with a bias (GPT-2)."
+    )
+    mlp: Literal["swiglu", "gelu"] = Field(
+        "swiglu", description="swiglu: down(silu(gate·x) · up·x) (Llama); gelu: down(gelu_tanh(up·x)) (GPT-2)."
+    )
+    bias: bool = Field(
+        False, description="Biases on the attention projections and the MLP (GPT-2 has them; Llama does not)."
+    )
+    rope_theta: float = Field(10000.0, gt=1.0, description="Rotary base θ (angle = t·θ^(−2m/d)); Llama 3 uses 500000.")
     max_seq_len: int = Field(
         1024, gt=0, le=MAX_TOKENS, description="Longest sequence for learned positions and caches."
     )
@@ -75,7 +85,14 @@ class ModelConfig(Section):
     def mlp_hidden(self) -> int:
         if self.ffn_hidden is not None:
             return self.ffn_hidden
+        if self.mlp == "gelu":
+            return 4 * self.d_model
         return 64 * math.ceil(8 * self.d_model / 3 / 64)
+
+    @property
+    def llama_architecture(self) -> bool:
+        """RMSNorm, SwiGLU and no biases: the blocks of Llama (and of diffformer by default)."""
+        return self.norm == "rmsnorm" and self.mlp == "swiglu" and not self.bias
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":

@@ -35,15 +35,40 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+class GeluMLP(nn.Module):
+    """down(gelu_tanh(up(x))), with biases when the model has them (GPT-2's MLP)."""
+
+    def __init__(self, d_model: int, hidden: int, bias: bool):
+        super().__init__()
+        self.up = nn.Linear(d_model, hidden, bias=bias)
+        self.down = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The norm the config names, over d_model."""
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+    return RMSNorm(config.d_model, config.norm_eps)
+
+
+def make_mlp(config: ModelConfig) -> nn.Module:
+    if config.mlp == "gelu":
+        return GeluMLP(config.d_model, config.mlp_hidden, config.bias)
+    return SwiGLU(config.d_model, config.mlp_hidden)
+
+
 class Block(nn.Module):
     """x + attention(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, config: ModelConfig, layer_index: int, rotary: RotaryEmbedding | None):
         super().__init__()
-        self.attention_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attention_norm = make_norm(config)
         self.attention = kind_entry(config.attention.kind).module(config, layer_index, rotary)
-        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
+        self.mlp_norm = make_norm(config)
+        self.mlp = make_mlp(config)
         self.dropout = nn.Dropout(config.dropout)
         # Named hook points (model/hooks.py): the residual stream and what each sub-layer adds to it.
         self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
@@ -69,11 +94,13 @@ class Transformer(nn.Module):
         self.position_embedding = (
             nn.Embedding(config.max_seq_len, config.d_model) if config.position == "learned" else None
         )
-        rotary = RotaryEmbedding(config.d_head, config.max_seq_len) if config.position == "rope" else None
+        rotary = (
+            RotaryEmbedding(config.d_head, config.max_seq_len, config.rope_theta) if config.position == "rope" else None
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.hook_embed = HookPoint()  # token (+ learned position) embeddings, before the first block
         self.blocks = nn.ModuleList(Block(config, i, rotary) for i in range(config.n_layers))
-        self.final_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.final_norm = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -119,9 +146,13 @@ class Transformer(nn.Module):
             block.attention.initialise(matrix_std, depth_scale)
             if self.config.head_init != "random":
                 make_heads_identical(block.attention, outputs_too=self.config.head_init == "identical")
-            for projection in (block.mlp.gate, block.mlp.up):
-                nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
+            for projection in (getattr(block.mlp, "gate", None), block.mlp.up):
+                if projection is not None:
+                    nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
             nn.init.normal_(block.mlp.down.weight, std=matrix_std(block.mlp.down.in_features) / depth_scale)
+        for module in self.modules():  # biases (model.bias) start at 0, as in GPT-2
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def forward(self, tokens: torch.Tensor, cache: DecodingCache | None = None) -> torch.Tensor:
         """Logits of every position; with a `cache`, `tokens` continue the sequence the cache holds
@@ -163,6 +194,12 @@ class Transformer(nn.Module):
             head_edit=instruments.head_edit,
             masked_keys=self.masked_keys,
         )
+
+    def at_step(self, step: int) -> None:
+        """Every layer is told the training step its next forwards belong to (λ warm-up); training calls it
+        before each step and evaluation, loading with the checkpoint's step."""
+        for block in self.blocks:
+            block.attention.at_step(step)
 
     def decodes_with_cache(self) -> bool:
         """Whether incremental decoding (model/decoding.py) reproduces full passes: not for the uniform control

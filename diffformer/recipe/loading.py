@@ -97,9 +97,10 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path}: expected a mapping of sections (name, model, data, ...)")
     _check_size(raw, path)
-    output = raw.get("output")
-    if isinstance(output, str) and output and not Path(output).is_absolute():
-        raw["output"] = str(path.parent / output)  # like every path in a recipe, relative to its file
+    for key in ("output", "init_from"):  # like every path in a recipe, relative to its file
+        value = raw.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            raw[key] = str(path.parent / value)
     return raw
 
 

@@ -40,6 +40,12 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: Path | None = Field(None, description="Run folder; default runs/<name>.")
+    init_from: Path | None = Field(
+        None,
+        description="Start from these weights (a run folder or a .safetensors model file, e.g. written by diffformer "
+        "import) instead of a random initialisation; the model section must describe the same model. Relative to "
+        "the recipe.",
+    )
     probe: ProbeSettings | None = Field(
         None, description="With variants: probe every variant with these settings after training, then compare."
     )

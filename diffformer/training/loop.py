@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_weights
+from diffformer.checkpoint import TrainingProgress, restore_optimizer, restore_weights, start_from
 from diffformer.data import prepare_data
 from diffformer.devices import pick_device, resolve_precision
 from diffformer.dynamics.figure import draw_dynamics
@@ -97,6 +97,8 @@ def _train(recipe: Recipe, resume, retrain, listeners, cache_dir, info, device) 
         checkpoints = folder.complete_checkpoints() if resume and not start_fresh else []
         if checkpoints:
             restore_weights(checkpoints[-1], model)
+        elif recipe.init_from is not None:  # a fresh run from given weights (diffformer import); resumes ignore it
+            start_from(recipe.init_from, model, model_config)
         parallel.shard(model)
         optimizer = build_optimizer(model, recipe.train)
         progress = TrainingProgress()

@@ -231,6 +231,7 @@ class Trainer:
         """One optimizer step over grad_accumulation micro-batches; returns (tokens, model FLOPs, grad norm, lr),
         tokens and FLOPs summed over ranks."""
         config, step, info = self.config, self.progress.step, self.info
+        self._at_step(step)
         lr = learning_rate(step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -280,6 +281,11 @@ class Trainer:
                 "train without it: --set train.compile=false"
             ) from None
 
+    def _at_step(self, step: int) -> None:
+        """Tell the model which training step its next forwards belong to (a kind's schedule: λ warm-up)."""
+        if hasattr(self.model, "at_step"):
+            self.model.at_step(step)
+
     def _flops_per_token(self, length: int) -> int:
         if length not in self.flops_per_token:
             self.flops_per_token[length] = training_flops_per_token(self.model, length)
@@ -289,6 +295,7 @@ class Trainer:
         # Rank 0 evaluates while the others wait (all ranks under FSDP, whose forward is a collective);
         # metrics are logged once, from rank 0.
         metrics = {}
+        self._at_step(self.progress.step)
         if self.parallel.measures_here:
             metrics = self.objective.evaluate(
                 self.model,

@@ -79,6 +79,10 @@ class AttentionKindConfig(Section):
         compared at equal n_heads have the same positional prior."""
         return alibi_slopes(model.n_heads)
 
+    def export_refusal(self) -> str | None:
+        """Why the exported modelling code cannot express these options, or None."""
+        return None
+
     def exported_options(self, model: "ModelConfig") -> dict:
         """The kind's options as the exported modelling code reads them (config.json's `attention`):
         every option by default; a kind adds what it derives from the model (per-layer values)."""
@@ -278,6 +282,9 @@ class Attention(nn.Module):
         """A term this layer adds to the training loss, from its last training forward (None: nothing)."""
         return None
 
+    def at_step(self, step: int) -> None:
+        """Told before a forward after `step` completed training steps (a kind with a schedule uses it)."""
+
     def forced(self, attended: torch.Tensor, values: torch.Tensor, call: AttentionCall) -> torch.Tensor:
         """`attended` (B, heads, T, w), the rows of x's positions, except rows whose forced key s ≥ 0 become
         values[:, :, s]: what one-hot attention on s gives. values: (B, heads, K, w), the values each output
@@ -313,10 +320,10 @@ class SingleMapAttention(Attention):
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
         d_model = model.d_model
-        self.q_proj = nn.Linear(d_model, self.n_heads * self.d_head, bias=False)
-        self.k_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
-        self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=False)
-        self.out_proj = nn.Linear(self.n_heads * self.d_head, d_model, bias=False)
+        self.q_proj = nn.Linear(d_model, self.n_heads * self.d_head, bias=model.bias)
+        self.k_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=model.bias)
+        self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=model.bias)
+        self.out_proj = nn.Linear(self.n_heads * self.d_head, d_model, bias=model.bias)
         self.set_alibi_slopes(model.attention.map_alibi_slopes(model))
 
     @property

@@ -53,9 +53,29 @@ class ConstantLambdaInit(Section):
 LambdaInit = Annotated[ExpLambdaInit | ConstantLambdaInit, Field(discriminator="schedule")]
 
 
-class DifferentialConfig(AttentionKindConfig):
+class LambdaWarmupConfig(AttentionKindConfig):
+    """The λ warm-up both differential kinds offer (docs/formulas.md §27)."""
+
+    lambda_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Multiply λ by min(1, step/N) over the first N training steps (0: off), so a model converted "
+        "from a pretrained one starts as its first maps alone and subtracts gradually.",
+    )
+
+    def lambda_ramp(self, step: int) -> float:
+        """λ's factor after `step` completed training steps."""
+        return 1.0 if not self.lambda_warmup_steps else min(1.0, step / self.lambda_warmup_steps)
+
+
+class DifferentialConfig(LambdaWarmupConfig):
     kind: Literal["differential"]
     lambda_init: LambdaInit = Field(default_factory=ExpLambdaInit)
+    sublayer_norm: bool = Field(
+        True,
+        description="head = RMSNorm((A1 − λ·A2)V)·(1 − λ_init) (the paper); false: head = (A1 − λ·A2)V, neither "
+        "norm nor scale, as a converted pretrained model may start (docs/formulas.md §27).",
+    )
     alibi_layout: Literal["per_map", "pair_on_head", "pair_count"] = Field(
         "per_map",
         description="With ALiBi, which slope each map gets (vanilla's slopes s_0…s_{H−1} for n_heads = H): "
@@ -87,6 +107,11 @@ class DifferentialConfig(AttentionKindConfig):
         lambda_init = [self.lambda_init.value_at(layer) for layer in range(model.n_layers)]
         return {**super().exported_options(model), "lambda_init_per_layer": lambda_init}
 
+    def export_refusal(self) -> str | None:
+        if not self.sublayer_norm:
+            return "the exported modelling code has differential attention's sub-layer norm, and this run has none"
+        return None
+
     def check_model(self, model) -> None:
         if model.n_heads % 2:
             raise ValueError(f"differential attention pairs sub-heads, so n_heads must be even (got {model.n_heads})")
@@ -105,10 +130,10 @@ class DifferentialAttention(Attention):
         d_model, d_head = model.d_model, self.d_head
         self.n_pairs = self.output_heads = self.n_heads // 2
         self.n_kv_pairs = self.n_kv_heads // 2
-        self.q_proj = nn.Linear(d_model, self.n_heads * d_head, bias=False)
-        self.k_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
-        self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
-        self.out_proj = nn.Linear(self.n_heads * d_head, d_model, bias=False)
+        self.q_proj = nn.Linear(d_model, self.n_heads * d_head, bias=model.bias)
+        self.k_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=model.bias)
+        self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=model.bias)
+        self.out_proj = nn.Linear(self.n_heads * d_head, d_model, bias=model.bias)
         self.lambda_init = model.attention.lambda_init.value_at(layer_index)
         self.similarity_penalty = model.attention.similarity_penalty
         self.pair_similarity: torch.Tensor | None = None  # set by a training forward when the penalty is on
@@ -118,7 +143,9 @@ class DifferentialAttention(Attention):
         self.lambda_q2 = nn.Parameter(torch.randn(d_head) * 0.1)
         self.lambda_k2 = nn.Parameter(torch.randn(d_head) * 0.1)
         # One gain shared by all heads; removing this norm costs ~0.06 loss in the paper.
-        self.subln = RMSNorm(2 * d_head, eps=1e-5)
+        self.subln = RMSNorm(2 * d_head, eps=1e-5) if model.attention.sublayer_norm else None
+        self.warmup = model.attention
+        self.lambda_ramp = 1.0  # λ's warm-up factor (at_step)
         self.alibi_layout = model.attention.alibi_layout
         by_sub_head = model.attention.map_alibi_slopes(model)  # sub-head 2p+s
         self.set_alibi_slopes(by_sub_head.view(self.n_pairs, 2).t().reshape(-1))  # map-major, like q_wide below
@@ -144,11 +171,15 @@ class DifferentialAttention(Attention):
         similarity, self.pair_similarity = self.pair_similarity, None
         return None if similarity is None else self.similarity_penalty * similarity
 
+    def at_step(self, step: int) -> None:
+        self.lambda_ramp = self.warmup.lambda_ramp(step)
+
     def lambda_value(self) -> torch.Tensor:
-        """λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, a float32 scalar."""
+        """λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, a float32 scalar (× the warm-up factor while it lasts)."""
         first = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
         second = torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float()))
-        return first - second + self.lambda_init
+        lam = first - second + self.lambda_init
+        return lam if self.lambda_ramp == 1.0 else lam * self.lambda_ramp
 
     def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -180,7 +211,7 @@ class DifferentialAttention(Attention):
         )
         # Forcing makes the effective map A1 − λ·A2 one-hot: the pair's output is its value alone.
         diff = self.forced(diff, pair_values, call)
-        heads = self.subln(diff) * (1 - self.lambda_init)
+        heads = diff if self.subln is None else self.subln(diff) * (1 - self.lambda_init)
         if self.similarity_penalty and self.training:
             every_query = torch.arange(length, device=x.device)
             parts = differential_maps(

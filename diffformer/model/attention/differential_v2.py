@@ -16,15 +16,15 @@ from diffformer.model.attention.base import (
     PLAIN_CALL,
     Attention,
     AttentionCall,
-    AttentionKindConfig,
     MapLayout,
     repeat_kv_groups,
 )
+from diffformer.model.attention.differential import LambdaWarmupConfig
 from diffformer.model.capture import AttentionMaps, DifferentialParts, causal_logits
 from diffformer.model.position import alibi_slopes
 
 
-class DifferentialV2Config(AttentionKindConfig):
+class DifferentialV2Config(LambdaWarmupConfig):
     kind: Literal["differential_v2"]
 
     def map_layout(self, model) -> MapLayout:
@@ -42,12 +42,17 @@ class DifferentialV2Attention(Attention):
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
         d_model, d_head = model.d_model, self.d_head
-        self.q_proj = nn.Linear(d_model, 2 * self.n_heads * d_head, bias=False)
-        self.k_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
-        self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * d_head, d_model, bias=False)
+        self.q_proj = nn.Linear(d_model, 2 * self.n_heads * d_head, bias=model.bias)
+        self.k_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=model.bias)
+        self.v_proj = nn.Linear(d_model, self.n_kv_heads * d_head, bias=model.bias)
+        self.o_proj = nn.Linear(self.n_heads * d_head, d_model, bias=model.bias)
         self.lambda_proj = nn.Linear(d_model, self.n_heads, bias=False)
         self.set_alibi_slopes(model.attention.map_alibi_slopes(model))
+        self.warmup = model.attention
+        self.lambda_ramp = 1.0  # λ's warm-up factor (at_step)
+
+    def at_step(self, step: int) -> None:
+        self.lambda_ramp = self.warmup.lambda_ramp(step)
 
     @property
     def residual_projection(self) -> nn.Linear:
@@ -61,7 +66,8 @@ class DifferentialV2Attention(Attention):
         k, v = repeat_kv_groups(k, 2 * self.n_heads), repeat_kv_groups(v, 2 * self.n_heads)
         k, v = self.keys_and_values(k, v, call)  # (B, 2H, K, d)
         attn = self.causal_attention(q, k, v, call)  # (B, 2H, T, d)
-        lam = self.hook_lambda.through(torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1))  # (B, H, T, 1)
+        lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
+        lam = self.hook_lambda.through(lam if self.lambda_ramp == 1.0 else lam * self.lambda_ramp)
         out = attn[:, 0::2] - lam * attn[:, 1::2]
         out = self.through_pattern_hooks(out, v[:, 0::2], call, differential_v2_maps, q, k, lam, self.alibi_slopes)
         out = self.forced(out, v[:, 0::2], call)
