@@ -162,7 +162,8 @@ def start_from(source: Path, model: torch.nn.Module, config: ModelConfig) -> Non
 
     _, file = locate(source)
     info = read_checkpoint_info(file)
-    changed = differences(flatten(info.model_config.model_dump(mode="json")), flatten(config.model_dump(mode="json")))
+    stored, wanted = (flatten(c.resolved().model_dump(mode="json")) for c in (info.model_config, config))
+    changed = differences(stored, wanted)
     if changed:
         raise RecipeError(
             f"init_from {file}: its model differs from the recipe's model section ({changed[0]}"

@@ -327,3 +327,19 @@ def test_columns_are_named_by_their_runs_and_the_differing_settings_get_rows(tmp
     assert compare_records(legacy).columns == ["kind=vanilla,lr=0.1 (2 seeds)", "kind=differential,lr=0.1 (2 seeds)"]
     alike = compare_records([named("run", "a", 1.0, 0.05), named("run", "b", 1.1, 0.05, kind="differential")])
     assert alike.columns == ["kind=vanilla", "kind=differential"]  # two folders called run: named by settings
+
+
+def test_text_runs_compare_with_a_perplexity_axis(tmp_path):
+    """The held-out loss panel of text runs carries a perplexity axis; matplotlib hands its functions arrays
+    (math.exp on an array was a traceback after every text sweep)."""
+    (tmp_path / "text.txt").write_text("the keys and the values of attention, queried again\n" * 100)
+    text = {"task": "text", "path": str(tmp_path / "text.txt"), "tokenizer": {"kind": "byte"}, "seq_len": 16}
+    recipe = {**BASE, "data": text, "eval": {"every": 1, "batches": 1}, "output": str(tmp_path / "runs" / "t")}
+    recipe["variants"] = {"seed": [0, 1]}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["train", str(tmp_path / "t.yaml")])  # ends with a comparison of its own
+    assert result.exit_code == 0, result.output
+    runs = [str(tmp_path / "runs" / "t" / f"seed={seed}") for seed in (0, 1)]
+    compared = runner.invoke(app, ["compare", *runs, "-o", str(tmp_path / "c")])
+    assert compared.exit_code == 0, compared.output
+    assert (tmp_path / "c" / "curves.png").stat().st_size > 1000

@@ -145,7 +145,7 @@ def curves_plot(columns: list[tuple[str, list[RunRecord]]], path: Path) -> None:
     loss_axes.set(xlabel="step", ylabel="train loss", title="training loss")
     if text:
         eval_axes.set(xlabel="step", ylabel="held-out loss (nats/token)", title="held-out loss ± 1.96 s.e.")
-        perplexity = eval_axes.secondary_yaxis("right", functions=(math.exp, _safe_log))
+        perplexity = eval_axes.secondary_yaxis("right", functions=(_safe_exp, _safe_log))
         perplexity.set_ylabel("perplexity")
     else:
         eval_axes.set(xlabel="step", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
@@ -156,6 +156,13 @@ def curves_plot(columns: list[tuple[str, list[RunRecord]]], path: Path) -> None:
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _safe_exp(value):
+    """exp on what matplotlib hands a secondary axis (arrays as well as numbers), kept finite."""
+    import numpy
+
+    return numpy.exp(numpy.clip(value, None, 700.0))
 
 
 def _safe_log(value):

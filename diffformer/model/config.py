@@ -89,6 +89,11 @@ class ModelConfig(Section):
             return 4 * self.d_model
         return 64 * math.ceil(8 * self.d_model / 3 / 64)
 
+    def resolved(self) -> "ModelConfig":
+        """The same model with the widths left to defaults written out (ffn_hidden, n_kv_heads), so two
+        configs that build the same model compare equal."""
+        return self.model_copy(update={"ffn_hidden": self.mlp_hidden, "n_kv_heads": self.kv_heads})
+
     @property
     def llama_architecture(self) -> bool:
         """RMSNorm, SwiGLU and no biases: the blocks of Llama (and of diffformer by default)."""
