@@ -166,3 +166,12 @@ def test_bad_names_and_bad_returns_are_one_line_errors():
     with pytest.raises(ValueError, match="must return a tensor of shape"):
         run_with_hooks(model, tokens, [("blocks.0.hook_resid_pre", lambda x, hook: x[:, :2])])
     assert not any(point.functions for point in hook_points(model).values())
+
+
+def test_attention_renders_in_a_notebook():
+    from diffformer.probes.head_maps import attention_view
+
+    view = attention_view(_model("differential"), _tokens(batch=1))
+    page = view._repr_html_()
+    assert page.startswith("<iframe srcdoc=") and "A2" in page and "&lt;canvas" in page
+    assert len(view.layers) == 2 and view.labels == [str(t) for t in _tokens(batch=1)[0].tolist()]

@@ -153,10 +153,36 @@ def page_data(layers: list[HeadMaps], labels: list[str], title: str) -> dict:
     }
 
 
-def write_page(layers: list[HeadMaps], labels: list[str], title: str, path: Path) -> Path:
+def page_html(layers: list[HeadMaps], labels: list[str], title: str) -> str:
+    """The interactive page (pick layer, map and head; the pointer shows query, key and weight)."""
     data = json.dumps(page_data(layers, labels, title)).replace("</", "<\\/")  # no early end of the script
-    atomic_write(path, PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data))
+    return PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
+
+
+def write_page(layers: list[HeadMaps], labels: list[str], title: str, path: Path) -> Path:
+    atomic_write(path, page_html(layers, labels, title))
     return path
+
+
+@dataclass
+class AttentionView:
+    """Every layer's maps for one sequence, shown in Jupyter as the interactive page (`attention_view`)."""
+
+    layers: list[HeadMaps]
+    labels: list[str]
+    title: str = "attention"
+
+    def _repr_html_(self) -> str:
+        # In an iframe: the page's script and element ids stay out of the notebook's own.
+        page = html.escape(page_html(self.layers, self.labels, self.title), quote=True)
+        return f'<iframe srcdoc="{page}" style="width:100%;height:680px;border:0"></iframe>'
+
+
+def attention_view(model, tokens: torch.Tensor, labels: list[str] | None = None, title: str = "attention"):
+    """Capture every layer's maps for one sequence (1, T) and return a view Jupyter renders; `labels` name
+    the tokens (default: their ids)."""
+    layers = capture_head_maps(model.eval(), tokens)
+    return AttentionView(layers, labels or [str(t) for t in tokens[0].tolist()], title)
 
 
 PAGE = """<!DOCTYPE html>
