@@ -76,6 +76,23 @@ def train(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="With variants: train this many at once (a process each).")
     ] = 1,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher",
+            help="With variants: processes (here, --jobs at once), slurm (a job per variant through submitit), "
+            "submitit-local (submitit's local executor).",
+        ),
+    ] = "processes",
+    cluster_option: Annotated[
+        list[str],
+        typer.Option(
+            "--cluster-option", help="A submitit parameter: timeout_min=120, gpus_per_node=1, slurm_partition=gpu ..."
+        ),
+    ] = [],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="With --launcher slurm: wait for the jobs, then compare.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a model from a recipe into a run folder (runs/<name> by default).
@@ -93,13 +110,33 @@ def train(
     try:
         with user_errors(as_json):
             overrides = [*set_, *([f"train.device={device}"] if device is not None else [])]
+            from diffformer.cluster import LAUNCHERS
+
+            if launcher not in LAUNCHERS:
+                raise RecipeError(f"--launcher must be one of {', '.join(LAUNCHERS)} (got {launcher!r})")
             outcome = train_from_path(
-                recipe, overrides, only, resume, [ConsoleProgress(stderr)], ConsoleSweep(stderr), retrain, jobs
+                recipe,
+                overrides,
+                only,
+                resume,
+                [ConsoleProgress(stderr)],
+                ConsoleSweep(stderr),
+                retrain,
+                jobs,
+                launcher,
+                cluster_option,
+                wait,
             )
     except KeyboardInterrupt:
         stderr.print("[bold red]error:[/bold red] interrupted twice; stopped without saving this step")
         raise typer.Exit(130) from None
     if not process_info().is_main:  # under torchrun, rank 0 reports
+        return
+    if outcome.submitted:
+        if as_json:
+            print_json({"submitted": outcome.submitted})
+        else:
+            stdout.print(f"submitted {outcome.submitted} variant(s); run the same command again to wait and compare")
         return
     if outcome.result is not None:
         if outcome.result.already_finished:

@@ -51,6 +51,7 @@ class TrainOutcome:
     variants: list[VariantRun] = field(default_factory=list)
     comparison: Comparison | None = None
     files: list[Path] = field(default_factory=list)
+    submitted: int = 0  # variants handed to a cluster without waiting for them
 
 
 def train_from_path(
@@ -62,6 +63,9 @@ def train_from_path(
     sweep_listener: SweepListener | None = None,
     retrain: bool = False,
     jobs: int = 1,
+    launcher: str = "processes",
+    cluster_options: Sequence[str] = (),
+    wait: bool = True,
 ) -> TrainOutcome:
     """Train what `path` names: a run folder resumes with its own recipe.yaml; a recipe trains (or sweeps).
 
@@ -77,7 +81,11 @@ def train_from_path(
     else:
         recipe = load_recipe(path, overrides)
         if recipe.variants:
-            return train_variants(path, overrides, only, listeners, sweep_listener, retrain, jobs)
+            return train_variants(
+                path, overrides, only, listeners, sweep_listener, retrain, jobs, launcher, cluster_options, wait
+            )
+    if launcher != "processes":
+        raise RecipeError(f"--launcher {launcher} spreads the variants of a sweep; this recipe has no variants")
     if only:
         raise RecipeError("--only selects variants, but this recipe has no variants")
     return TrainOutcome(result=train(recipe, resume=resume, listeners=listeners, retrain=retrain))
@@ -91,12 +99,16 @@ def train_variants(
     sweep_listener: SweepListener | None = None,
     retrain: bool = False,
     jobs: int = 1,
+    launcher: str = "processes",
+    cluster_options: Sequence[str] = (),
+    wait: bool = True,
 ) -> TrainOutcome:
     """Train every variant (all validated first), then compare them when there are several.
 
     A finished variant is reused only when its recorded settings match; see `train`. With jobs > 1 the
     variants train in that many processes at once (parallel.py), each with its share of the CPU cores
-    or, when several GPUs are visible, a GPU of its own.
+    or, when several GPUs are visible, a GPU of its own. With a cluster launcher (cluster.py) each variant is
+    a job; without `wait` the jobs are submitted and nothing is compared (outcome.submitted says how many).
     """
     sweep_listener = sweep_listener or SweepListener()
     variants = expand_variants(path, overrides, only)
@@ -105,7 +117,16 @@ def train_variants(
         check_run_folder(variant, folder, folder.is_occupied(), retrain)
     sweep_listener.on_plan(path, len(variants))
     outcome = TrainOutcome()
-    if jobs > 1:
+    if launcher != "processes":
+        from diffformer.cluster import train_on_cluster
+
+        runs = [v for _, v in variants]
+        results = train_on_cluster(runs, retrain, launcher, list(cluster_options), sweep_listener, wait)
+        if results is None:
+            outcome.submitted = len(variants)
+            return outcome
+        outcome.variants = [VariantRun(v.run_dir.name, a, r) for (a, v), r in zip(variants, results)]
+    elif jobs > 1:
         from diffformer.parallel import train_in_processes
 
         results = train_in_processes([v for _, v in variants], retrain, jobs, sweep_listener)
