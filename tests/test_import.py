@@ -180,11 +180,15 @@ def test_a_converted_model_trains_from_the_cli_with_its_tokenizer(tmp_path):
     recipe["train"] |= {"steps": 2, "batch_size": 2, "lr": 1e-7, "warmup_steps": 0, "precision": "fp32"}
     recipe["data"]["seq_len"] = 32
     recipe["eval"] = {"every": 2, "batches": 1}
+    recipe["track"] = {"every": 1, "batch_size": 2}
     (tmp_path / "diff" / "finetune.yaml").write_text(yaml.safe_dump(recipe))
     trained = runner.invoke(app, ["train", str(tmp_path / "diff" / "finetune.yaml")])
     assert trained.exit_code == 0, trained.output
     loaded = load_trained_model(tmp_path / "diff" / "finetuned")
     assert loaded.step == 2 and loaded.model.blocks[0].attention.lambda_ramp == 0.5  # 2 of 4 warm-up steps
+    dynamics = [json.loads(line) for line in (tmp_path / "diff" / "finetuned" / "dynamics.jsonl").open()]
+    lam = [record["average"]["lambda_value"] for record in dynamics]
+    assert lam[0] == 0.0 and lam[1] == pytest.approx(0.25 * 0.5, rel=1e-3)  # λ = r(s)·sigmoid(≈0) as measured
     loaded.model.at_step(0)
     with torch.no_grad():  # lr 1e-7: still the pretrained model, so the weights did come from init_from
         torch.testing.assert_close(loaded.model.eval()(_tokens()), original(_tokens()).logits, atol=1e-3, rtol=1e-3)

@@ -211,6 +211,7 @@ class Trainer:
     def _track(self, step: int, last: bool) -> None:
         """An attention measurement on the tracking cadence (and at the last step), when the recipe asks."""
         if self.tracker is not None and (step % self.recipe.track.every == 0 or last):
+            self._at_step(step)  # measured as the model stands after `step` steps (λ warm-up)
             notify(self.listeners, "on_dynamics", self.tracker.measure(step))
 
     @contextmanager
