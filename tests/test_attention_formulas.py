@@ -169,6 +169,28 @@ def test_doubly_normalized_gradients_equal_the_plain_formula(variant):
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-7)
 
 
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+@pytest.mark.parametrize("n_kv_heads", [None, 2])
+def test_sigmoid_hand_written_backward_equals_the_plain_formula(position, n_kv_heads):
+    """BlockedSigmoidAttention's gradients (several query blocks) are those of σ(S + b)·V by autograd."""
+    model = small_model(ATTENTION_VARIANTS["sigmoid_bias"], position, n_kv_heads)
+    attention = model.blocks[1].attention
+    x = torch.randn(2, 11, 32, requires_grad=True)
+    direction = torch.randn(2, 11, 32)
+
+    def gradients(forward):
+        attention.zero_grad()
+        x.grad = None
+        (forward() * direction).sum().backward()
+        return [x.grad.clone()] + [p.grad.clone() for p in attention.parameters()]
+
+    fast = gradients(lambda: attention(x))
+    reference = gradients(lambda: plain_formula("sigmoid")(attention, x)[0].float())
+    assert len(fast) == 5  # x, q, k, v, out
+    for got, want in zip(fast, reference):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+
+
 def test_column_log_sum_exp_is_exact_on_outlier_scores():
     """Scores hundreds apart take the exact scan; moderate ones the fast path; both match the definition."""
     from diffformer.model.attention.doubly_normalized import MASKED_SCORE, _column_prefix_logsumexp
