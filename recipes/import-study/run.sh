@@ -15,4 +15,5 @@ diffformer train recipes/import-study/pretrain.yaml --resume
 for kind in vanilla differential differential-v2; do
   diffformer train recipes/import-study/finetune-$kind.yaml --resume
 done
-diffformer compare $out/finetune-vanilla $out/finetune-differential $out/finetune-differential-v2
+diffformer compare $out/finetune-vanilla/seed=* $out/finetune-differential/seed=* \
+  $out/finetune-differential-v2/seed=* -o $out/comparison
