@@ -12,6 +12,7 @@ from rich.table import Table
 
 from diffformer.console import DeviceOption, print_json, stdout, user_errors
 from diffformer.errors import RecipeError
+from diffformer.model.attention.registry import BASELINE_KIND
 from diffformer.sections import MAX_SEED
 
 MAX_SAMPLES = 1000  # continuations per call: more is a typo, not a study
@@ -270,7 +271,7 @@ def import_(
     output: Annotated[Path, typer.Argument(help="A new folder for the diffformer weights.")],
     attention_kind: Annotated[
         str, typer.Option("--attention", help="vanilla (exact), differential or differential_v2 (converted).")
-    ] = "vanilla",
+    ] = BASELINE_KIND,
     second_map: Annotated[
         str,
         typer.Option("--second-map", help="Differential: the second maps start zero (uniform) or mirror the first."),

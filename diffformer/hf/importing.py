@@ -31,32 +31,35 @@ from diffformer.atomic import temporary_path
 from diffformer.checkpoint import save_model_weights
 from diffformer.errors import RecipeError
 from diffformer.hf.llama import half_to_interleaved
+from diffformer.model.attention.registry import BASELINE_KIND, kind_entry, kinds_with
 from diffformer.model.config import ModelConfig
 from diffformer.model.transformer import Transformer
 
-IMPORTABLE_KINDS = ("vanilla", "differential", "differential_v2")
 SECOND_MAPS = ("zero", "mirror")
 IMPORT_FILE = "import.json"
 FINETUNE_RECIPE = "finetune.yaml"
 DISTANCE_SEQUENCES, DISTANCE_LENGTH = 8, 64
 
 
+def importable_kinds() -> list[str]:
+    """The kinds a pretrained vanilla model can be converted into (their modules say how)."""
+    return kinds_with(lambda entry: entry.module.imports_pretrained)
+
+
 @dataclass(frozen=True)
 class Conversion:
-    """How the attention of an imported model is set up (docs/formulas.md §27)."""
+    """How the attention of an imported model is set up (docs/formulas.md §27). sublayer_norm and
+    lambda_warmup_steps go to the kind's options where the kind has them."""
 
-    kind: str = "vanilla"
+    kind: str = BASELINE_KIND
     second_map: str = "zero"
-    sublayer_norm: bool = False  # differential V1 only
+    sublayer_norm: bool = False
     lambda_warmup_steps: int = 0
 
     def attention_section(self) -> dict:
-        if self.kind == "vanilla":
-            return {"kind": "vanilla"}
-        section = {"kind": self.kind, "lambda_warmup_steps": self.lambda_warmup_steps}
-        if self.kind == "differential":
-            section["sublayer_norm"] = self.sublayer_norm
-        return section
+        options = kind_entry(self.kind).module.config_class.model_fields
+        chosen = {"sublayer_norm": self.sublayer_norm, "lambda_warmup_steps": self.lambda_warmup_steps}
+        return {"kind": self.kind, **{name: value for name, value in chosen.items() if name in options}}
 
 
 def read_pretrained(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -99,12 +102,6 @@ def model_config_for(hf: dict, conversion: Conversion) -> ModelConfig:
         settings = _gpt2_settings(hf)
     else:
         raise RecipeError(f"diffformer imports Llama-layout and GPT-2 models, not model_type {model_type!r}")
-    if conversion.kind == "differential" and settings.get("n_kv_heads", settings["n_heads"]) != settings["n_heads"]:
-        # V1 groups keys by pairs of sub-heads, so a pair's first map would read another group's keys and values.
-        raise RecipeError(
-            "cannot convert a grouped-query model to differential (V1): its key/value groups are pairs of sub-heads, "
-            "so pretrained head 2p would read another group's keys; use differential_v2, which keeps the groups"
-        )
     try:
         return ModelConfig(**settings, attention=conversion.attention_section())
     except ValueError as error:
@@ -220,53 +217,18 @@ def _gpt2_state(weights, config: ModelConfig) -> dict[str, torch.Tensor]:
 
 
 def converted_state(vanilla: dict[str, torch.Tensor], config: ModelConfig, conversion: Conversion) -> dict:
-    """Vanilla weights laid out for the conversion's kind; what the kind adds is initialised as documented."""
-    if conversion.kind == "vanilla":
-        return vanilla
-    state = dict(vanilla)
-    d = config.d_head
-    for i in range(config.n_layers):
-        prefix = f"blocks.{i}.attention."
-        if conversion.kind == "differential_v2":
-            state.pop(prefix + "out_proj.weight")
-            state[prefix + "o_proj.weight"] = vanilla[prefix + "out_proj.weight"]
-            if config.bias:
-                state[prefix + "o_proj.bias"] = state.pop(prefix + "out_proj.bias")
-            state[prefix + "q_proj.weight"] = _v2_queries(vanilla[prefix + "q_proj.weight"], d, conversion.second_map)
-            if config.bias:
-                state[prefix + "q_proj.bias"] = _v2_queries(
-                    vanilla[prefix + "q_proj.bias"][:, None], d, conversion.second_map
-                )[:, 0]
-            state[prefix + "lambda_proj.weight"] = torch.zeros(config.n_heads, config.d_model)
-            continue
-        for name, heads in (("q_proj", config.n_heads), ("k_proj", config.kv_heads)):
-            zero = name == "q_proj" and conversion.second_map == "zero"
-            state[prefix + f"{name}.weight"] = _v1_second_maps(vanilla[prefix + f"{name}.weight"], heads, zero)
-            if config.bias:
-                state[prefix + f"{name}.bias"] = _v1_second_maps(
-                    vanilla[prefix + f"{name}.bias"][:, None], heads, zero
-                )[:, 0]
-        # λ's vectors: N(0, 0.1²) as the paper draws them (seeded, so an import is reproducible).
-        generator = torch.Generator().manual_seed(i)
-        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
-            state[prefix + name] = torch.randn(d, generator=generator) * 0.1
-        if conversion.sublayer_norm:
-            state[prefix + "subln.weight"] = torch.ones(2 * d)
+    """Vanilla weights laid out for the conversion's kind, layer by layer as the kind's module converts them."""
+    module = kind_entry(conversion.kind).module
+    state = {name: tensor for name, tensor in vanilla.items() if ".attention." not in name}
+    for layer in range(config.n_layers):
+        prefix = f"blocks.{layer}.attention."
+        pretrained = {name[len(prefix) :]: t for name, t in vanilla.items() if name.startswith(prefix)}
+        try:
+            converted = module.state_from_vanilla(pretrained, config, layer, conversion.second_map)
+        except ValueError as error:
+            raise RecipeError(f"cannot convert to {conversion.kind}: {error}") from None
+        state |= {prefix + name: tensor for name, tensor in converted.items()}
     return state
-
-
-def _v1_second_maps(rows: torch.Tensor, heads: int, zero: bool) -> torch.Tensor:
-    """q or k rows of `heads` sub-heads (pairs 2p, 2p+1): sub-head 2p+1 becomes 0 (zero) or a copy of 2p."""
-    per_head = rows.reshape(heads // 2, 2, -1, rows.shape[-1]).clone()
-    per_head[:, 1] = 0 if zero else per_head[:, 0]
-    return per_head.reshape(rows.shape)
-
-
-def _v2_queries(rows: torch.Tensor, d: int, second_map: str) -> torch.Tensor:
-    """V2's 2·heads query heads from `heads` pretrained ones: head h's pair (2h, 2h+1) = (q_h, 0 or q_h)."""
-    per_head = rows.reshape(-1, 1, d, rows.shape[-1])
-    second = torch.zeros_like(per_head) if second_map == "zero" else per_head
-    return torch.cat([per_head, second], dim=1).reshape(-1, rows.shape[-1])
 
 
 def logit_distance(reference: Transformer, converted: Transformer) -> dict[str, float]:
@@ -307,8 +269,8 @@ def import_pretrained(source: Path, output: Path, conversion: Conversion) -> tup
     """Write OUT/model.safetensors (diffformer weights a recipe starts from with `init_from`), OUT/import.json
     (where they came from, the conversion and its measured distance), OUT/tokenizer.json (when the source has
     one) and OUT/finetune.yaml (a recipe to continue training on text with that tokenizer)."""
-    if conversion.kind not in IMPORTABLE_KINDS:
-        raise RecipeError(f"--attention must be one of {', '.join(IMPORTABLE_KINDS)} (got {conversion.kind!r})")
+    if conversion.kind not in importable_kinds():
+        raise RecipeError(f"--attention must be one of {', '.join(importable_kinds())} (got {conversion.kind!r})")
     if conversion.second_map not in SECOND_MAPS:
         raise RecipeError(f"--second-map must be one of {', '.join(SECOND_MAPS)} (got {conversion.second_map!r})")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -318,9 +280,7 @@ def import_pretrained(source: Path, output: Path, conversion: Conversion) -> tup
     vanilla = vanilla_state(hf, weights, vanilla_config)
     reference = build_model(vanilla_config, vanilla)
     config = model_config_for(hf, conversion)
-    converted = (
-        build_model(config, converted_state(vanilla, config, conversion)) if conversion.kind != "vanilla" else reference
-    )
+    converted = build_model(config, converted_state(vanilla, config, conversion))
     converted.at_step(0)
     distance = logit_distance(reference, converted)
     record = {

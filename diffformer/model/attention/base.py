@@ -128,6 +128,15 @@ class Attention(nn.Module):
     caches_under_layout: ClassVar[bool] = True
     # Whether the kind's maps are A1 − λ·A2 (it then has hook_pattern_1, hook_pattern_2 and hook_lambda).
     differential_hooks: ClassVar[bool] = False
+    # Whether `diffformer import` can start this kind from a pretrained vanilla layer (state_from_vanilla).
+    imports_pretrained: ClassVar[bool] = False
+
+    @classmethod
+    def state_from_vanilla(cls, vanilla: dict, model: "ModelConfig", layer_index: int, second_map: str) -> dict:
+        """This kind's layer weights (names inside the attention module) from a pretrained vanilla layer's
+        q_proj, k_proj, v_proj, out_proj (and their biases) (docs/formulas.md §27); second_map is zero or mirror.
+        Raise ValueError where the conversion cannot be made. Only kinds with imports_pretrained define it."""
+        raise NotImplementedError
 
     def __init__(self, model: "ModelConfig", layer_index: int, rotary: RotaryEmbedding | None):
         super().__init__()

@@ -124,6 +124,7 @@ class DifferentialConfig(LambdaWarmupConfig):
 class DifferentialAttention(Attention):
     config_class = DifferentialConfig
     differential_hooks = True
+    imports_pretrained = True
 
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
@@ -173,6 +174,33 @@ class DifferentialAttention(Attention):
 
     def at_step(self, step: int) -> None:
         self.lambda_ramp = self.warmup.lambda_ramp(step)
+
+    @classmethod
+    def state_from_vanilla(cls, vanilla, model, layer_index, second_map):
+        """Pair p = pretrained sub-heads (2p, 2p+1): map 1 is pretrained head 2p, the pair reads both heads'
+        values; sub-head 2p+1's queries 0 (zero: A2 uniform) or its q and k copied from 2p (mirror: A2 = A1);
+        λ's vectors N(0, 0.1²) seeded by the layer (docs/formulas.md §27)."""
+        if model.kv_heads != model.n_heads:
+            raise ValueError(
+                "a grouped-query model does not convert to differential (V1): its key/value groups are pairs of "
+                "sub-heads, so pretrained head 2p would read another group's keys; use differential_v2"
+            )
+        state = dict(vanilla)
+        for name in ("q_proj", "k_proj"):
+            zero = name == "q_proj" and second_map == "zero"
+            for part in ("weight", "bias"):
+                if f"{name}.{part}" not in vanilla:
+                    continue
+                rows = vanilla[f"{name}.{part}"]
+                pairs = rows.reshape(model.n_heads // 2, 2, model.d_head, -1).clone()
+                pairs[:, 1] = 0 if zero else pairs[:, 0]
+                state[f"{name}.{part}"] = pairs.reshape(rows.shape)
+        generator = torch.Generator().manual_seed(layer_index)
+        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+            state[name] = torch.randn(model.d_head, generator=generator) * 0.1
+        if model.attention.sublayer_norm:
+            state["subln.weight"] = torch.ones(2 * model.d_head)
+        return state
 
     def lambda_value(self) -> torch.Tensor:
         """λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, a float32 scalar (× the warm-up factor while it lasts)."""

@@ -38,6 +38,7 @@ class DifferentialV2Config(LambdaWarmupConfig):
 class DifferentialV2Attention(Attention):
     config_class = DifferentialV2Config
     differential_hooks = True
+    imports_pretrained = True
 
     def __init__(self, model, layer_index, rotary):
         super().__init__(model, layer_index, rotary)
@@ -53,6 +54,22 @@ class DifferentialV2Attention(Attention):
 
     def at_step(self, step: int) -> None:
         self.lambda_ramp = self.warmup.lambda_ramp(step)
+
+    @classmethod
+    def state_from_vanilla(cls, vanilla, model, layer_index, second_map):
+        """Query heads (2h, 2h+1) = (pretrained q_h, 0 or q_h); keys, values, output projection kept; the λ
+        gate's weights 0, so λ = ½ until trained (docs/formulas.md §27)."""
+        state = {name: tensor for name, tensor in vanilla.items() if not name.startswith("out_proj")}
+        for part in ("weight", "bias"):
+            if f"out_proj.{part}" in vanilla:
+                state[f"o_proj.{part}"] = vanilla[f"out_proj.{part}"]
+            if f"q_proj.{part}" in vanilla:
+                rows = vanilla[f"q_proj.{part}"]
+                per_head = rows.reshape(model.n_heads, 1, model.d_head, -1)
+                second = torch.zeros_like(per_head) if second_map == "zero" else per_head
+                state[f"q_proj.{part}"] = torch.cat([per_head, second], dim=1).reshape(-1, *rows.shape[1:])
+        state["lambda_proj.weight"] = torch.zeros(model.n_heads, model.d_model)
+        return state
 
     @property
     def residual_projection(self) -> nn.Linear:

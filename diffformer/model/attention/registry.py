@@ -49,6 +49,9 @@ ATTENTION_KINDS: dict[str, AttentionKind] = {
     )
 }
 
+# The kind every other is compared against, and the layout pretrained models arrive in (`diffformer import`).
+BASELINE_KIND = "vanilla"
+
 # The `model.attention` section: one of the kinds' configs, chosen by its `kind` field.
 AttentionConfig = Annotated[
     Union[tuple(kind.module.config_class for kind in ATTENTION_KINDS.values())],  # noqa: UP007

@@ -80,6 +80,16 @@ class BlockedSigmoidAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias: float, block: int, slopes):
+        with torch.autocast(q.device.type, enabled=False):  # float32 throughout, as the explicit path computes
+            return BlockedSigmoidAttention._forward(ctx, q, k, v, bias, block, slopes)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return BlockedSigmoidAttention._backward(ctx, grad_out)
+
+    @staticmethod
+    def _forward(ctx, q, k, v, bias: float, block: int, slopes):
         length, scale = q.shape[-2], q.shape[-1] ** -0.5
         scaled_q, keys, values = q.float() * scale, k.float(), v.float()
         out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=torch.float32, device=v.device)
@@ -92,7 +102,7 @@ class BlockedSigmoidAttention(torch.autograd.Function):
         return out.to(v.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def _backward(ctx, grad_out):
         q, k, v = ctx.saved_tensors
         scale, length = q.shape[-1] ** -0.5, q.shape[-2]
         scaled_q, keys, values = q.float() * scale, k.float(), v.float()

@@ -16,6 +16,11 @@ class VanillaAttention(SingleMapAttention):
     """softmax(Q Kᵀ/√d) V per head through SDPA's fused causal kernels."""
 
     config_class = VanillaConfig
+    imports_pretrained = True
+
+    @classmethod
+    def state_from_vanilla(cls, vanilla, model, layer_index, second_map):
+        return dict(vanilla)
 
     def map_weights(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.softmax(dim=-1)
