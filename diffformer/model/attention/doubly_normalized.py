@@ -21,6 +21,7 @@ position cannot reach row i through a column normaliser either; that set differs
 the layout path is explicit (memory ~ T³ per head, for the short sequences of the tasks that ask for one).
 """
 
+import functools
 from typing import Literal
 
 import torch
@@ -233,18 +234,19 @@ def _block_probabilities(q_block, k_prefix, carry_prefix, mix, first_query, slop
     scale = q_block.shape[-1] ** -0.5  # applied to the (smaller) query block, not to the scores
     scores = ((q_block * scale) @ k_prefix.transpose(-1, -2)).to(carry_prefix.dtype)
     query_index = torch.arange(first_query, first_query + q_block.shape[-2], device=q_block.device)
+    # In place: autograd keeps a matmul's inputs, not its output, so the scores may be overwritten.
     if slopes is not None:
-        scores = scores + alibi_bias_for_range(
-            slopes, first_query, q_block.shape[-2], k_prefix.shape[-2], dtype=scores.dtype
-        )
+        scores += alibi_bias_for_range(slopes, first_query, q_block.shape[-2], k_prefix.shape[-2], dtype=scores.dtype)
     key_index = torch.arange(k_prefix.shape[-2], device=q_block.device)
     future = key_index[None, :] > query_index[:, None]
-    masked_scores = scores.masked_fill(future, MASKED_SCORE)
+    masked_scores = scores.masked_fill_(future, MASKED_SCORE)
     shifted, log_running, shift = _column_prefix_logsumexp(masked_scores, carry_prefix, first_query, fused)
     # C = log_running + shift. Future keys keep their MASKED_SCORE (C is finite there), so softmax
     # gives them exactly 0, as −inf would, without another pass over the block.
     if isinstance(mix, float) and mix == 1.0:
-        logits = shifted - log_running  # S − C, reusing S − shift from the log-sum-exp: one pass, not three
+        # S − C, reusing S − shift from the log-sum-exp: one pass, not three; in place, as exp's backward
+        # reads exp's output, not S − shift.
+        logits = shifted.sub_(log_running)
     else:
         logits = masked_scores - mix * (log_running + shift)
     last_lse = log_running[..., -1, :] + shift[..., 0, :]
@@ -267,7 +269,17 @@ def _column_prefix_logsumexp(masked_scores, carry, first_query: int, fused: bool
     # The smallest normal number, added with the carry's term at no extra pass, keeps log finite on
     # masked entries (i < j, discarded afterwards) and changes C elsewhere by under 2^-24 relative.
     floor = torch.finfo(shifted.dtype).tiny
-    running = shifted.exp().cumsum(dim=-2) + ((carry.unsqueeze(-2) - shift).exp() + floor)
+    # The running sum down each column as a product with a lower-triangular matrix of ones: on CPU a matmul
+    # over the block's rows is several times faster than cumsum along a non-contiguous axis, and its backward
+    # is a matmul too (benchmarks/attention.py).
+    rows = shifted.shape[-2]
+    lower = (
+        torch.ones(rows, rows, device=shifted.device, dtype=shifted.dtype).tril()  # the compiler folds it
+        if torch.compiler.is_compiling()
+        else _lower_ones(rows, shifted.device, shifted.dtype)
+    )
+    running = lower @ shifted.exp()
+    running += (carry.unsqueeze(-2) - shift).exp() + floor  # in place: the matmul's backward needs its inputs only
     smallest_safe = floor * 2**24
     keys = running.shape[-1]
     first_row = (torch.arange(keys, device=running.device) - first_query).clamp_min(0)  # key j's first query row
@@ -278,6 +290,12 @@ def _column_prefix_logsumexp(masked_scores, carry, first_query: int, fused: bool
         return shifted, torch.cond(imprecise, _exact_log_running, _fast_log_running, operands), shift
     log_running = _exact_log_running(*operands) if bool(imprecise) else _fast_log_running(*operands)
     return shifted, log_running, shift
+
+
+@functools.lru_cache(maxsize=16)
+def _lower_ones(rows: int, device, dtype) -> torch.Tensor:
+    """(rows, rows) with ones on and below the diagonal: L @ X is X's cumulative sum down its rows."""
+    return torch.ones(rows, rows, device=device, dtype=dtype).tril()
 
 
 def _fast_log_running(masked_scores, carry, running, shift):
