@@ -14,6 +14,7 @@ optimizer; times are the median step over --steps after --warmup steps, synchron
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -25,6 +26,7 @@ import yaml
 from diffformer import ModelConfig, Transformer
 from diffformer.devices import DATASHEET_BF16_PEAK, autocast_for, machine_description
 from diffformer.model.attention import ATTENTION_KINDS
+from diffformer.model.flex import flex_wanted
 from diffformer.model.flops import training_flops_per_token
 
 GPT2_RECIPE = Path(__file__).parent.parent / "recipes" / "gpt2-small-gpu.yaml"
@@ -45,6 +47,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-gpt2-slice", action="store_true", help="skip the gpt2-small-gpu.yaml slice")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--position", choices=["rope", "alibi"], default="rope", help="alibi: the softmax kinds take FlexAttention"
+    )
+    parser.add_argument(
+        "--flex", choices=["auto", "on", "off"], default="auto", help="DIFFFORMER_FLEX for the run (model/flex.py)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -129,6 +137,7 @@ def measure(args) -> list[dict]:
             n_layers=args.n_layers,
             n_heads=args.n_heads,
             max_seq_len=length,
+            position=args.position,
             attention={"kind": kind},
         )
         rows.append(_row(config, kind, length, precision, compiled, args, peak, device))
@@ -155,6 +164,8 @@ def _row(config, label, length, precision, compiled, args, peak, device) -> dict
     row = {"kind": label, "length": length, "batch": batch, "precision": precision, "compiled": compiled}
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     row["sdpa_backend"] = sdpa_backend(device, dtype, config.n_heads, length, config.d_model // config.n_heads)
+    if config.position == "alibi" and flex_wanted(device):  # softmax kinds with ALiBi skip SDPA (model/flex.py)
+        row["sdpa_backend"] = "FlexAttention (softmax kinds)"
     try:
         row.update(time_training(config, batch, length, precision, compiled, args))
     except torch.OutOfMemoryError:
@@ -190,6 +201,7 @@ def render(rows: list[dict], device: torch.device) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    os.environ["DIFFFORMER_FLEX"] = args.flex
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but this machine has no CUDA device (use --device cpu to check the logic)")
     rows = measure(args)

@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffformer.model.capture import AttentionCapture, AttentionMaps, causal_logits, hidden_keys
 from diffformer.model.decoding import LayerCache
+from diffformer.model.flex import flex_causal_attention, flex_wanted
 from diffformer.model.hooks import HookPoint
 from diffformer.model.position import RotaryEmbedding, alibi_bias, alibi_bias_for_range, alibi_slopes
 from diffformer.sections import Section
@@ -217,6 +218,8 @@ class Attention(nn.Module):
         of positions 0..K−1 (see keys_and_values): key j ≤ query position i unless the call's layout masks
         it, plus ALiBi's bias."""
         length, keys = q.shape[-2], k.shape[-2]
+        if (self.alibi_slopes is not None or call.masked_keys is not None) and flex_wanted(q.device):
+            return flex_causal_attention(q, k, v, self.alibi_slopes, call.offset, call.masked_keys, scale)
         if self.alibi_slopes is not None and call.masked_keys is None:  # the common ALiBi case: one cached mask
             mask = alibi_bias_for_range(self.alibi_slopes, call.offset, length, keys, causal_mask=True, dtype=q.dtype)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
