@@ -257,8 +257,9 @@ def _column_prefix_logsumexp(masked_scores, carry, first_query: int, fused: bool
     """C_ij = logaddexp(carry_j, logsumexp_{i' ≤ i} S_i'j) down the query axis of one block, as
     (S − shift, log_running, shift) with C = log_running + shift and shift (B, H, 1, e) per column.
 
-    Fast path: shift each column by its largest value (carry included), then exp, cumsum and
-    log — vectorised, unlike torch.logcumsumexp's sequential scan (~5× faster on CPU). It is
+    Fast path: shift each column by its largest value (carry included), then exp, the running sum
+    down the column (a matmul with a lower-triangular matrix of ones) and log — vectorised, unlike
+    torch.logcumsumexp's sequential scan (~5× faster on CPU). It is
     exact unless a running sum falls where the float format loses precision (scores some 70
     below their column's maximum, e.g. logit outliers); such a block takes the exact scan.
     A running sum only grows down a column, so its smallest value on or below the diagonal is
