@@ -149,6 +149,14 @@ def test_doubly_normalized_rows_sum_to_one_and_every_key_keeps_its_share():
         assert (received >= 1 / one_based_key - 1e-6).all()
 
 
+def _gradients(attention, x, direction, forward) -> list[torch.Tensor]:
+    """d(forward()·direction) with respect to x and every parameter of `attention`."""
+    attention.zero_grad()
+    x.grad = None
+    (forward() * direction).sum().backward()
+    return [x.grad.clone()] + [p.grad.clone() for p in attention.parameters()]
+
+
 @pytest.mark.parametrize("variant", ["doubly_normalized", "doubly_normalized_learned_mix"])
 def test_doubly_normalized_gradients_equal_the_plain_formula(variant):
     """The blocked, recomputed-in-backward implementation has the gradients of the definition."""
@@ -156,15 +164,8 @@ def test_doubly_normalized_gradients_equal_the_plain_formula(variant):
     attention = model.blocks[0].attention
     x = torch.randn(2, 9, 32, dtype=torch.float64, requires_grad=True)
     direction = torch.randn(2, 9, 32, dtype=torch.float64)
-
-    def gradients(forward):
-        attention.zero_grad()
-        x.grad = None
-        (forward() * direction).sum().backward()
-        return [x.grad.clone()] + [p.grad.clone() for p in attention.parameters()]
-
-    fast = gradients(lambda: attention(x))
-    reference = gradients(lambda: plain.doubly_normalized(attention, x)[0])
+    fast = _gradients(attention, x, direction, lambda: attention(x))
+    reference = _gradients(attention, x, direction, lambda: plain.doubly_normalized(attention, x)[0])
     for got, want in zip(fast, reference):
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-7)
 
@@ -177,15 +178,8 @@ def test_sigmoid_hand_written_backward_equals_the_plain_formula(position, n_kv_h
     attention = model.blocks[1].attention
     x = torch.randn(2, 11, 32, requires_grad=True)
     direction = torch.randn(2, 11, 32)
-
-    def gradients(forward):
-        attention.zero_grad()
-        x.grad = None
-        (forward() * direction).sum().backward()
-        return [x.grad.clone()] + [p.grad.clone() for p in attention.parameters()]
-
-    fast = gradients(lambda: attention(x))
-    reference = gradients(lambda: plain_formula("sigmoid")(attention, x)[0].float())
+    fast = _gradients(attention, x, direction, lambda: attention(x))
+    reference = _gradients(attention, x, direction, lambda: plain_formula("sigmoid")(attention, x)[0].float())
     assert len(fast) == 5  # x, q, k, v, out
     for got, want in zip(fast, reference):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)

@@ -47,7 +47,8 @@ def export_run(path: Path | str, output: Path, license_: str = "other") -> tuple
     refusal = model_config.attention.export_refusal()
     if refusal is not None:
         raise RecipeError(f"cannot export {loaded.path}: {refusal}")
-    if any(getattr(block.attention, "lambda_ramp", 1.0) < 1.0 for block in loaded.model.blocks):
+    ramps = [getattr(block.attention, "lambda_ramp", None) for block in loaded.model.blocks]
+    if any(ramp is not None and float(ramp) < 1.0 for ramp in ramps):
         raise RecipeError(
             f"cannot export {loaded.path}: λ is still warming up at step {loaded.step} "
             f"(lambda_warmup_steps {model_config.attention.lambda_warmup_steps}); train past it first"

@@ -31,6 +31,11 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(d_model, hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
 
+    @property
+    def reading_projections(self) -> tuple[nn.Linear, ...]:
+        """The projections out of the residual stream (the fan-in init; `down` writes into it)."""
+        return self.gate, self.up
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
@@ -42,6 +47,10 @@ class GeluMLP(nn.Module):
         super().__init__()
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.down = nn.Linear(hidden, d_model, bias=bias)
+
+    @property
+    def reading_projections(self) -> tuple[nn.Linear, ...]:
+        return (self.up,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(x), approximate="tanh"))
@@ -146,9 +155,8 @@ class Transformer(nn.Module):
             block.attention.initialise(matrix_std, depth_scale)
             if self.config.head_init != "random":
                 make_heads_identical(block.attention, outputs_too=self.config.head_init == "identical")
-            for projection in (getattr(block.mlp, "gate", None), block.mlp.up):
-                if projection is not None:
-                    nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
+            for projection in block.mlp.reading_projections:
+                nn.init.normal_(projection.weight, std=matrix_std(projection.in_features))
             nn.init.normal_(block.mlp.down.weight, std=matrix_std(block.mlp.down.in_features) / depth_scale)
         for module in self.modules():  # biases (model.bias) start at 0, as in GPT-2
             if isinstance(module, nn.Linear) and module.bias is not None:

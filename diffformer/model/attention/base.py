@@ -171,13 +171,13 @@ class Attention(nn.Module):
             points += [self.hook_pattern_1, self.hook_pattern_2]
         return any(point.active for point in points)
 
-    def through_pattern_hooks(self, attended, values, call: AttentionCall, maps_of, q: torch.Tensor, *inputs):
-        """`attended` (B, heads, T, w), what the fast path computed, unless a pattern hook is attached: then the
+    def through_pattern_hooks(self, fused, values, call: AttentionCall, maps_of, q: torch.Tensor, *inputs):
+        """`fused()` (B, heads, T, w), the kind's fast path, unless a pattern hook is attached: then, instead, the
         layer's maps over the whole sequence, through hook_pattern_1, hook_pattern_2 (differential kinds: the
         effective map is rebuilt as A1 − λ·A2 from what they return) and hook_pattern, applied to `values`
         (B, heads, T, w), the values each output head reads. maps_of and its inputs are the kind's map function."""
         if not self.pattern_hooked():
-            return attended
+            return fused()
         if call.cache is not None:
             raise ValueError("pattern hooks (hook_pattern*) read whole sequences: run without a decoding cache")
         if self.uniform:
@@ -191,7 +191,7 @@ class Attention(nn.Module):
             lam = maps.differential.lam
             weights = first - (lam if lam.dim() == 0 else lam[..., None]) * second
         weights = self.hook_pattern.through(weights)
-        return (weights.to(values.dtype) @ values).to(attended.dtype)
+        return weights.to(values.dtype) @ values
 
     def set_alibi_slopes(self, slopes: torch.Tensor) -> None:
         """With position `alibi`: the slope of each map this kind computes, in the order it lays them out."""
@@ -349,7 +349,7 @@ class SingleMapAttention(Attention):
         q, k = self.rotate(call, q, k)
         k, v = repeat_kv_groups(k, self.n_heads), repeat_kv_groups(v, self.n_heads)
         k, v = self.keys_and_values(k, v, call)  # (B, H, K, d): every key the queries may see
-        attended = self.through_pattern_hooks(self.attend(q, k, v, call), v, call, self.maps, q, k)
+        attended = self.through_pattern_hooks(lambda: self.attend(q, k, v, call), v, call, self.maps, q, k)
         out = self.forced(attended, v, call)
         self.record_maps(call, self.maps, q, k)
         return self.write_heads(out.to(x.dtype), call)

@@ -146,7 +146,9 @@ class DifferentialAttention(Attention):
         # One gain shared by all heads; removing this norm costs ~0.06 loss in the paper.
         self.subln = RMSNorm(2 * d_head, eps=1e-5) if model.attention.sublayer_norm else None
         self.warmup = model.attention
-        self.lambda_ramp = 1.0  # λ's warm-up factor (at_step)
+        # λ's warm-up factor (at_step), a tensor so that a compiled model does not recompile as it changes.
+        warming = model.attention.lambda_warmup_steps > 0
+        self.register_buffer("lambda_ramp", torch.ones(()) if warming else None, persistent=False)
         self.alibi_layout = model.attention.alibi_layout
         by_sub_head = model.attention.map_alibi_slopes(model)  # sub-head 2p+s
         self.set_alibi_slopes(by_sub_head.view(self.n_pairs, 2).t().reshape(-1))  # map-major, like q_wide below
@@ -173,7 +175,8 @@ class DifferentialAttention(Attention):
         return None if similarity is None else self.similarity_penalty * similarity
 
     def at_step(self, step: int) -> None:
-        self.lambda_ramp = self.warmup.lambda_ramp(step)
+        if self.lambda_ramp is not None:
+            self.lambda_ramp.fill_(self.warmup.lambda_ramp(step))
 
     @classmethod
     def state_from_vanilla(cls, vanilla, model, layer_index, second_map):
@@ -207,7 +210,7 @@ class DifferentialAttention(Attention):
         first = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
         second = torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float()))
         lam = first - second + self.lambda_init
-        return lam if self.lambda_ramp == 1.0 else lam * self.lambda_ramp
+        return lam if self.lambda_ramp is None else lam * self.lambda_ramp
 
     def forward(self, x: torch.Tensor, call: AttentionCall = PLAIN_CALL) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -223,15 +226,19 @@ class DifferentialAttention(Attention):
         # (benchmarks/differential_layout.py). Writing into the padded buffer does the regroup.
         q_wide = _map_major_padded(q, P)  # (B, 2P, T, 2d)
         k_wide, v = self.keys_and_values(_map_major_padded(k, G), v, call)  # (B, 2G, K, 2d), (B, G, K, 2d)
-        v_both = v.repeat(1, 2, 1, 1)  # (B, 2G, K, 2d): both maps read the same V
-        attended = self.causal_attention(
-            q_wide, repeat_kv_groups(k_wide, 2 * P), repeat_kv_groups(v_both, 2 * P), call, scale=d**-0.5
-        )
-        maps_out = attended.view(batch, 2, P, length, 2 * d)  # (B, map, pair, T, 2d)
         lam = self.hook_lambda.through(self.lambda_value())
+
+        def fused() -> torch.Tensor:
+            v_both = v.repeat(1, 2, 1, 1)  # (B, 2G, K, 2d): both maps read the same V
+            attended = self.causal_attention(
+                q_wide, repeat_kv_groups(k_wide, 2 * P), repeat_kv_groups(v_both, 2 * P), call, scale=d**-0.5
+            )
+            maps_out = attended.view(batch, 2, P, length, 2 * d)  # (B, map, pair, T, 2d)
+            return maps_out[:, 0] - lam * maps_out[:, 1]
+
         pair_values = repeat_kv_groups(v, P)  # (B, P, K, 2d)
         diff = self.through_pattern_hooks(
-            maps_out[:, 0] - lam * maps_out[:, 1],
+            fused,
             pair_values,
             call,
             differential_maps,

@@ -50,10 +50,13 @@ class DifferentialV2Attention(Attention):
         self.lambda_proj = nn.Linear(d_model, self.n_heads, bias=False)
         self.set_alibi_slopes(model.attention.map_alibi_slopes(model))
         self.warmup = model.attention
-        self.lambda_ramp = 1.0  # λ's warm-up factor (at_step)
+        # λ's warm-up factor (at_step), a tensor so that a compiled model does not recompile as it changes.
+        warming = model.attention.lambda_warmup_steps > 0
+        self.register_buffer("lambda_ramp", torch.ones(()) if warming else None, persistent=False)
 
     def at_step(self, step: int) -> None:
-        self.lambda_ramp = self.warmup.lambda_ramp(step)
+        if self.lambda_ramp is not None:
+            self.lambda_ramp.fill_(self.warmup.lambda_ramp(step))
 
     @classmethod
     def state_from_vanilla(cls, vanilla, model, layer_index, second_map):
@@ -82,11 +85,14 @@ class DifferentialV2Attention(Attention):
         q, k = self.rotate(call, q, k)
         k, v = repeat_kv_groups(k, 2 * self.n_heads), repeat_kv_groups(v, 2 * self.n_heads)
         k, v = self.keys_and_values(k, v, call)  # (B, 2H, K, d)
-        attn = self.causal_attention(q, k, v, call)  # (B, 2H, T, d)
         lam = torch.sigmoid(self.lambda_proj(x)).transpose(1, 2).unsqueeze(-1)  # (B, H, T, 1)
-        lam = self.hook_lambda.through(lam if self.lambda_ramp == 1.0 else lam * self.lambda_ramp)
-        out = attn[:, 0::2] - lam * attn[:, 1::2]
-        out = self.through_pattern_hooks(out, v[:, 0::2], call, differential_v2_maps, q, k, lam, self.alibi_slopes)
+        lam = self.hook_lambda.through(lam if self.lambda_ramp is None else lam * self.lambda_ramp)
+
+        def fused() -> torch.Tensor:
+            attn = self.causal_attention(q, k, v, call)  # (B, 2H, T, d)
+            return attn[:, 0::2] - lam * attn[:, 1::2]
+
+        out = self.through_pattern_hooks(fused, v[:, 0::2], call, differential_v2_maps, q, k, lam, self.alibi_slopes)
         out = self.forced(out, v[:, 0::2], call)
         self.record_maps(call, differential_v2_maps, q, k, lam, self.alibi_slopes)
         return self.write_heads(out.to(x.dtype), call)
