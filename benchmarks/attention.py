@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from diffformer.devices import benchmark_machine_line
 from diffformer.model.attention import ATTENTION_KINDS
 
 KINDS = list(ATTENTION_KINDS)
@@ -210,6 +211,7 @@ def render(args, rows: list[dict]) -> None:
             f"{row['peak_bytes'] / 2**20:.1f}",
             f"{row['peak_bytes'] / base['peak_bytes']:.2f}" if base and base["peak_bytes"] > 0 else "-",
         )
+    table.caption = benchmark_machine_line()
     Console().print(table)
 
 

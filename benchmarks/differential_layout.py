@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from diffformer.devices import benchmark_machine_line
+
 
 def layouts(q, k, v, d, lam=0.8):
     both_v = v.repeat(1, 2, 1, 1)
@@ -82,6 +84,7 @@ def main() -> None:
         timings = {name: best_time(fn, args.repeats) for name, fn in layouts(q, k, v, d).items()}
         for name, seconds in timings.items():
             table.add_row(str(d), name, f"{seconds * 1e3:.0f}", f"{seconds / timings['vanilla']:.2f}")
+    table.caption = benchmark_machine_line()
     Console().print(table)
 
 

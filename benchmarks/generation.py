@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffformer import ModelConfig, Transformer
+from diffformer.devices import benchmark_machine_line
 from diffformer.generation import SamplingSettings, generate
 from diffformer.model.attention import ATTENTION_KINDS
 
@@ -59,6 +60,7 @@ def main(argv=None) -> None:
                 times[cached].append(time.perf_counter() - start)
         rate = {cached: args.new * args.batch / statistics.median(t) for cached, t in times.items()}
         table.add_row(kind, f"{rate[True]:,.0f}", f"{rate[False]:,.0f}", f"{rate[True] / rate[False]:.1f}×")
+    table.caption = benchmark_machine_line()
     Console(width=120).print(table)
 
 

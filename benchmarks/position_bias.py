@@ -16,7 +16,7 @@ import torch
 
 import diffformer.model.position as position
 from diffformer import ModelConfig, Transformer
-from diffformer.devices import machine_description
+from diffformer.devices import benchmark_machine_line
 from diffformer.model.attention import ATTENTION_KINDS
 
 
@@ -64,7 +64,7 @@ def measure(args, kind: str, length: int) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    print(f"machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    print(f"{benchmark_machine_line()}, fp32")
     print(f"model: {args.n_layers} layers, d_model {args.d_model}, {args.n_heads} heads, batch {args.batch}, ALiBi")
     print(f"{'kind':<18} {'T':>6} {'cached (ms)':>12} {'rebuilt (ms)':>13} {'rebuilt ÷ cached':>17}")
     for length in args.lengths:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffformer import ModelConfig, Transformer
-from diffformer.devices import autocast_for, peak_flops
+from diffformer.devices import autocast_for, benchmark_machine_line, peak_flops
 from diffformer.metrics import scored_loss
 from diffformer.model.attention import ATTENTION_KINDS
 from diffformer.model.flops import training_flops_per_token
@@ -116,6 +116,7 @@ def main(argv=None) -> None:
                 f"{median[(kind, ('fp32', False))] / seconds:.2f}×",
                 f"{seconds / vanilla:.2f}" if vanilla else "–",
             )
+    table.caption = benchmark_machine_line()
     console = Console(width=160)
     console.print(table)
     for precision, peak in peaks.items():

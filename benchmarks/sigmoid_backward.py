@@ -17,7 +17,7 @@ import torch
 
 import diffformer.model.attention.sigmoid as sigmoid
 from diffformer import ModelConfig, Transformer
-from diffformer.devices import machine_description
+from diffformer.devices import benchmark_machine_line
 
 
 def parse_args(argv=None):
@@ -67,7 +67,7 @@ def measure(args, length: int) -> dict[str, float]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    print(f"machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    print(f"{benchmark_machine_line()}, fp32")
     print(f"model: {args.n_layers} layers, d_model {args.d_model}, {args.n_heads} heads, batch {args.batch}, rope")
     header = f"{'T':>6} {'vanilla (ms)':>13} {'hand-written (ms)':>18} {'generic (ms)':>13}"
     print(header + f" {'hand-written ÷ vanilla':>23} {'generic ÷ vanilla':>18}")

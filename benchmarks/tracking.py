@@ -20,7 +20,7 @@ from rich.table import Table
 
 from diffformer import Transformer
 from diffformer.data import prepare_data
-from diffformer.devices import autocast_for, resolve_precision
+from diffformer.devices import autocast_for, benchmark_machine_line, resolve_precision
 from diffformer.dynamics.tracker import AttentionTracker, TrackSettings
 from diffformer.metrics import scored_loss
 from diffformer.model.attention import ATTENTION_KINDS
@@ -89,6 +89,7 @@ def main(argv=None) -> None:
         step_time, measure_time = statistics.median(steps), statistics.median(measures)
         overhead = measure_time / (args.every * step_time)
         table.add_row(kind, built[kind][2], f"{1e3 * step_time:.1f}", f"{1e3 * measure_time:.1f}", f"{overhead:.1%}")
+    table.caption = benchmark_machine_line()
     Console(width=120).print(table)
 
 

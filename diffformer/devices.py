@@ -63,6 +63,13 @@ def machine_description() -> str:
     return text
 
 
+def benchmark_machine_line() -> str:
+    """What every benchmark table names: the machine, torch's version, its threads (figures depend on them)."""
+    import torch
+
+    return f"machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
 def autocast_for(device: torch.device, precision: str):
     """bf16: autocast matrix products to bfloat16 (CPU or CUDA); fp32: nothing."""
     if precision == "bf16":
