@@ -41,7 +41,7 @@ def test_flex_attention_equals_the_sdpa_path(variant, setting, monkeypatch):
 
 
 @pytest.mark.parametrize("variant", SOFTMAX_VARIANTS)
-def test_flex_attention_under_a_decoding_cache_equals_a_full_pass(variant, monkeypatch):
+def test_a_full_pass_through_flex_attention_equals_cached_decoding(variant, monkeypatch):
     monkeypatch.setenv("DIFFFORMER_FLEX", "on")
     model = small_model(ATTENTION_VARIANTS[variant], "alibi").eval()
     tokens = torch.randint(0, 37, (1, 10), generator=torch.Generator().manual_seed(1))

@@ -3,7 +3,9 @@ distance bias and attention layouts (docs/formulas.md §10, §23). FlexAttention
 modification (−m_h·(i − j)) and the mask (causal, plus the keys a layout hides) into one fused kernel,
 so no T×K bias is built and the GPU keeps a flash-style kernel.
 
-Used by `Attention.causal_attention` — vanilla and both differential kinds — when `DIFFFORMER_FLEX` says so:
+Used by `Attention.causal_attention` — vanilla and both differential kinds — for whole sequences (a decoding
+step keeps SDPA: its length changes every token, and every new shape would compile again) when
+`DIFFFORMER_FLEX` says so:
 `auto` (default) on CUDA, `on` on CUDA and for forwards without gradients on CPU (FlexAttention has no
 CPU backward; outside torch.compile it runs its unfused reference there, which the tests compare with the
 SDPA path), `off` never. Sigmoid attention (rows are not

@@ -218,7 +218,10 @@ class Attention(nn.Module):
         of positions 0..K−1 (see keys_and_values): key j ≤ query position i unless the call's layout masks
         it, plus ALiBi's bias."""
         length, keys = q.shape[-2], k.shape[-2]
-        if (self.alibi_slopes is not None or call.masked_keys is not None) and flex_wanted(q.device):
+        # FlexAttention for whole sequences (training, evaluation); a decoding step's lengths change every token,
+        # and each new shape would be another compilation.
+        flex_shapes = call.cache is None and (self.alibi_slopes is not None or call.masked_keys is not None)
+        if flex_shapes and flex_wanted(q.device):
             return flex_causal_attention(q, k, v, self.alibi_slopes, call.offset, call.masked_keys, scale)
         if self.alibi_slopes is not None and call.masked_keys is None:  # the common ALiBi case: one cached mask
             mask = alibi_bias_for_range(self.alibi_slopes, call.offset, length, keys, causal_mask=True, dtype=q.dtype)
