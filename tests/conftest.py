@@ -4,6 +4,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+# diffformer sets MKL's reproducibility conditions on import, so it comes before this process loads torch.
+import diffformer  # noqa: E402, F401, I001
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
