@@ -4,6 +4,9 @@ A process killed at any moment leaves either the old file or the new one, never 
 """
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TEMPORARY_PREFIX = ".tmp-"
@@ -40,3 +43,22 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     replace_durably(temporary, path)
+
+
+@contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside `output` (which must be absent or an empty folder); on success it
+    is moved into place as `output`, on any failure (a full disk) removed: no half-written folder is left and
+    `output` is never a mix of two writes."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_path(output)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        if output.exists():
+            output.rmdir()  # empty, as the caller checked
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

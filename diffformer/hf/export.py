@@ -8,13 +8,12 @@ with `trust_remote_code=True`. Text runs bring their tokenizer (tokenizer.json, 
 """
 
 import json
-import shutil
 from pathlib import Path
 
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
-from diffformer.atomic import temporary_path
+from diffformer.atomic import staged_folder
 from diffformer.checkpoint import load_trained_model, safetensors_writing
 from diffformer.data.tokenizers import END_OF_TEXT
 from diffformer.errors import RecipeError
@@ -71,20 +70,8 @@ def export_run(path: Path | str, output: Path, license_: str = "other") -> tuple
     llama = is_llama(model_config)
     config = llama_config(model_config) if llama else remote_config(model_config)
     weights = llama_weights(loaded.model) if llama else remote_weights(loaded.model)
-    # Written into a staging folder beside the target and moved into place at the end: a failure (a full disk)
-    # leaves no half-written export behind, and the target is never a mix of two exports.
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = temporary_path(output)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged_folder(output) as staging:  # a failure leaves no half-written export behind
         written = _write_export(loaded, staging, config, weights, llama, license_)
-        if output.exists():
-            output.rmdir()  # empty, as checked above
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [output / path.name for path in written], "llama" if llama else "remote code"
 
 

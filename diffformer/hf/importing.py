@@ -27,7 +27,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from diffformer.atomic import temporary_path
+from diffformer.atomic import staged_folder
 from diffformer.checkpoint import save_model_weights
 from diffformer.errors import RecipeError
 from diffformer.hf.llama import half_to_interleaved
@@ -290,25 +290,16 @@ def import_pretrained(source: Path, output: Path, conversion: Conversion) -> tup
         "parameters": {"pretrained": reference.num_parameters(), "converted": converted.num_parameters()},
         "distance_at_step_0": distance,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = temporary_path(output)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    tokenizer = source / "tokenizer.json"
+    has_tokenizer = tokenizer.is_file()
+    with staged_folder(output) as staging:  # a failure leaves no half-written import behind
         stored = {"name": output.name, "model": config.model_dump(mode="json")}
         save_model_weights(converted, staging / "model.safetensors", stored)
         (staging / IMPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        tokenizer = source / "tokenizer.json"
-        if tokenizer.is_file():
+        if has_tokenizer:
             shutil.copyfile(tokenizer, staging / "tokenizer.json")
-        (staging / FINETUNE_RECIPE).write_text(_finetune_recipe(output, config, tokenizer.is_file()))
-        if output.exists():
-            output.rmdir()
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    names = ["model.safetensors", IMPORT_FILE, FINETUNE_RECIPE] + (["tokenizer.json"] if tokenizer.is_file() else [])
+        (staging / FINETUNE_RECIPE).write_text(_finetune_recipe(output, config, has_tokenizer))
+    names = ["model.safetensors", IMPORT_FILE, FINETUNE_RECIPE] + (["tokenizer.json"] if has_tokenizer else [])
     return [output / name for name in names], record
 
 
