@@ -20,6 +20,7 @@ Granularities (`by`):
   across sequences only where the task's layout puts the same thing at the same position: a fixed depth).
 """
 
+import dataclasses
 import html
 import math
 from collections.abc import Callable
@@ -100,19 +101,7 @@ class PatchingReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {
-            "by": self.by,
-            "rows": self.rows,
-            "columns": self.columns,
-            "restored": self.restored,
-            "low": self.low,
-            "high": self.high,
-            "sequences": self.sequences,
-            "clean_metric": self.clean_metric,
-            "corrupted_metric": self.corrupted_metric,
-            "clean_accuracy": self.clean_accuracy,
-            "notes": self.notes,
-        }
+        return dataclasses.asdict(self)
 
     def strongest(self) -> tuple[str, str, float]:
         """(row, column, share) of the cell that restores most."""
@@ -147,39 +136,35 @@ def logit_difference(logits: torch.Tensor, pairs: PatchPairs) -> torch.Tensor:
     return at[rows, pairs.clean_answer] - at[rows, pairs.corrupted_answer]
 
 
-def _replace_with(clean: torch.Tensor, index: Callable[[torch.Tensor], tuple]) -> Callable:
-    """A hook function that puts the clean activation's `index` slice into the corrupted one."""
+def _replace_with(clean: torch.Tensor, where: tuple) -> Callable:
+    """A hook function that puts the clean activation's `where` slice into the corrupted one."""
 
     def patch(activation: torch.Tensor, hook: HookPoint) -> torch.Tensor:
         activation = activation.clone()
-        where = index(activation)
         activation[where] = clean.to(activation.dtype)[where]
         return activation
 
     return patch
 
 
-def patching_cells(model, by: str) -> tuple[list[str], list[str], list[tuple[str, Callable]]]:
-    """Row labels, column labels and, per cell in row-major order, (hook name, slice of the activation)."""
+def patching_cells(model, by: str, length: int) -> tuple[list[str], list[str], list[tuple[str, tuple]]]:
+    """Row labels, column labels and, per cell in row-major order, (hook name, index of the patched slice),
+    for sequences of `length` tokens."""
     if by not in GRANULARITIES:
         raise RecipeError(f"--by must be one of {', '.join(GRANULARITIES)} (got {by!r})")
-    layers = len(model.blocks)
-    rows = [f"layer {layer}" for layer in range(layers)]
-    everything = lambda activation: (slice(None),)  # noqa: E731
+    layers = range(len(model.blocks))
+    rows = [f"layer {layer}" for layer in layers]
     if by == "layers":
-        cells = [
-            (f"blocks.{layer}.{_LAYER_HOOKS[part]}", everything) for layer in range(layers) for part in LAYER_PARTS
-        ]
+        cells = [(f"blocks.{layer}.{_LAYER_HOOKS[part]}", (slice(None),)) for layer in layers for part in LAYER_PARTS]
         return rows, list(LAYER_PARTS), cells
     if by == "heads":
-        heads = model.blocks[0].attention.output_heads
+        heads = range(model.blocks[0].attention.output_heads)
         cells = [
-            (f"blocks.{layer}.attn.hook_z", lambda activation, h=head: (slice(None), slice(None), h))
-            for layer in range(layers)
-            for head in range(heads)
+            (f"blocks.{layer}.attn.hook_z", (slice(None), slice(None), head)) for layer in layers for head in heads
         ]
-        return rows, [f"head {head}" for head in range(heads)], cells
-    return rows, [], []  # positions: the columns depend on the sequence length (patch_activations)
+        return rows, [f"head {head}" for head in heads], cells
+    cells = [(f"blocks.{layer}.hook_resid_pre", (slice(None), t)) for layer in layers for t in range(length)]
+    return rows, [str(t) for t in range(length)], cells
 
 
 def patch_activations(
@@ -188,15 +173,7 @@ def patch_activations(
     """Every cell of granularity `by`, as the share of the clean–corrupted gap it restores."""
     model = model.eval()
     device = next(model.parameters()).device
-    length = pairs.clean.shape[1]
-    rows, columns, cells = patching_cells(model, by)
-    if by == "positions":
-        columns = [str(t) for t in range(length)]
-        cells = [
-            (f"blocks.{layer}.hook_resid_pre", lambda activation, t=t: (slice(None), t))
-            for layer in range(len(model.blocks))
-            for t in range(length)
-        ]
+    rows, columns, cells = patching_cells(model, by, pairs.clean.shape[1])
     names = sorted({name for name, _ in cells})
     clean_m, corrupt_m, cell_m, correct = [], [], [[] for _ in cells], []
     done, total = 0, len(cells) * math.ceil(len(pairs.position) / batch_size)
